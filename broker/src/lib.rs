@@ -1,0 +1,1 @@
+//! mphub broker library.

@@ -1,0 +1,1 @@
+//! mphub-client: placeholder until its issue.

@@ -1,0 +1,27 @@
+//! `mphub-protocol`: the wire of CPython's `multiprocessing.connection`, as mphub speaks it.
+//!
+//! Where things are:
+//! - [`frame`]: length-prefixed frames (4-byte signed length, or `-1` and an 8-byte length),
+//!   decoded *check, then parse*, each frame one zero-copy [`bytes::Bytes`] with its header.
+//! - [`handshake`]: the mutual HMAC challenge in both roles, legacy MD5 and `{digest}` forms,
+//!   as a sans-I/O state machine; [`io`] (feature `tokio`) drives it over a stream.
+//! - [`envelope`]: classifies a pickle as a publish, a control request, `"close"` or invalid,
+//!   by walking its opcodes without decoding the payload.
+//! - [`topic`]: topic, pattern and queue-group rules and wildcard matching.
+//! - [`reply`]: the broker's `$ok`, `$pong` and `$error` replies.
+//! - [`error`]: one error enum per layer.
+//!
+//! Nothing here depends on an async runtime except [`io`].
+
+pub mod envelope;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+#[cfg(feature = "tokio")]
+pub mod io;
+pub mod reply;
+pub mod topic;
+
+pub use envelope::{classify, Envelope, Interest, Scanner, Token};
+pub use error::{FrameError, HandshakeError};
+pub use frame::Frame;

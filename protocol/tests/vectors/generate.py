@@ -1,0 +1,245 @@
+"""Generate test vectors from the running CPython: pickles of many shapes and handshake transcripts.
+
+    python3 protocol/tests/vectors/generate.py            # writes cpython-<major>.<minor>.json here
+
+The Rust tests in protocol/tests/ read every cpython-*.json beside this file. Run it with each
+CPython we support (`make vectors` runs 3.11 and 3.13); the output depends only on the interpreter,
+except for the random challenge bytes in the handshakes.
+"""
+
+import collections
+import datetime
+import hmac
+import json
+import os
+import pickle
+import sys
+import threading
+from multiprocessing import connection
+from multiprocessing.reduction import ForkingPickler
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROTOCOLS = range(0, pickle.HIGHEST_PROTOCOL + 1)
+
+
+def publish(topic):
+    return {"kind": "publish", "topic": topic}
+
+
+def interest(kind, arg):
+    if isinstance(arg, tuple):
+        return {"kind": kind, "pattern": arg[0], "group": arg[1]}
+    return {"kind": kind, "pattern": arg, "group": None}
+
+
+def token(value):
+    if value is None:
+        return {"type": "none"}
+    if isinstance(value, bool):
+        return {"type": "bool", "value": value}
+    if isinstance(value, int):
+        return {"type": "int", "value": str(value)}
+    if isinstance(value, str):
+        return {"type": "str", "value": value}
+    return {"type": "bytes", "value": value.hex()}
+
+
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+
+def legal_messages():
+    """(name, object, expected) for everything a client may legally send."""
+    shared = "shared-string"
+    rec = []
+    rec.append(rec)
+    memo_heavy = [shared] * 50 + [{"k": shared, "r": rec}] * 50
+    yield "small-dict", ("sensors.temp", {"i": 1, "v": 21.5}), publish("sensors.temp")
+    yield "big-bytes", ("blob.raw", b"\x00\xff" * 35_000), publish("blob.raw")
+    yield "big-str", ("blob.text", "x" * 70_000), publish("blob.text")
+    yield "globals", ("calc.fns", [int, sum, len, Point]), publish("calc.fns")
+    yield "object", ("obj.point", Point(3)), publish("obj.point")
+    yield "reduce", ("when", datetime.datetime(2020, 1, 2, 3, 4, 5)), publish("when")
+    yield "ordered", ("od", collections.OrderedDict(a=1)), publish("od")
+    yield "memo-heavy", ("memo.heavy", memo_heavy), publish("memo.heavy")
+    yield "nested", ("a.b", ((1, 2), (3, (4, 5)), [], {}, set(), frozenset([1]))), publish("a.b")
+    yield "floats-ints", ("n", (1.5, -2, 2**40, 2**100, -(2**70), True, None)), publish("n")
+    yield "non-ascii-topic", ("Ä.ö.日本.😀", "payload"), publish("Ä.ö.日本.😀")
+    yield "backslash-topic", ("a\\b.c", 1), publish("a\\b.c")
+    yield "topic-is-payload", ("same.topic", "same.topic"), publish("same.topic")
+    yield "wildcard-like-payload", ("x", "a.*"), publish("x")
+    yield "inbox", ("_INBOX.abc.1", {"reply_to": "_INBOX.abc.2", "body": [1]}), publish("_INBOX.abc.1")
+    yield "bytearray", ("ba", bytearray(b"abc")), publish("ba")
+    yield "sixteen-tokens", (".".join("t" * 16), 0), publish(".".join("t" * 16))
+    yield "long-topic", ("a" * 255, 0), publish("a" * 255)
+    yield "sub", ("$sub", "a.*"), interest("sub", "a.*")
+    yield "sub-gt", ("$sub", ">"), interest("sub", ">")
+    yield "sub-group", ("$sub", ("jobs.*", "workers")), interest("sub", ("jobs.*", "workers"))
+    yield "unsub", ("$unsub", "a.>"), interest("unsub", "a.>")
+    yield "unsub-group", ("$unsub", ("a", "g")), interest("unsub", ("a", "g"))
+    for name, tok in [("none", None), ("true", True), ("false", False), ("zero", 0),
+                      ("neg", -1), ("int40", 2**40), ("big", 2**100), ("negbig", -(2**70)),
+                      ("str", "tok-ä"), ("bytes", b"\x00tok"), ("ping", "$ping")]:
+        yield f"ping-{name}", ("$ping", tok), {"kind": "ping", "token": token(tok)}
+    yield "close", "close", {"kind": "close"}
+    yield "metrics", ("$metrics", [("inc", "jobs_total", {}, 1)]), {"kind": "metrics", "has_code": False}
+    yield "metrics-global", ("$metrics", [int]), {"kind": "metrics", "has_code": True}
+
+
+def invalid_messages():
+    yield "three-tuple", ("a", 1, 2)
+    yield "one-tuple", ("a",)
+    yield "list", ["a", 1]
+    yield "dict", {"a": 1}
+    yield "str-not-close", "closed"
+    yield "int", 5
+    yield "none", None
+    yield "topic-int", (1, 2)
+    yield "topic-bytes", (b"a", 2)
+    yield "topic-wildcard", ("a.*", 1)
+    yield "topic-gt", ("a.>", 1)
+    yield "topic-empty", ("", 1)
+    yield "topic-empty-token", ("a..b", 1)
+    yield "topic-space", ("a b", 1)
+    yield "topic-too-long", ("a" * 256, 1)
+    yield "topic-too-many-tokens", (".".join("t" * 17), 1)
+    yield "unknown-control", ("$foo", 1)
+    yield "reply-topic", ("$ok", 1)
+    yield "sub-int", ("$sub", 5)
+    yield "sub-bad-pattern", ("$sub", "a..b")
+    yield "sub-gt-middle", ("$sub", "a.>.b")
+    yield "sub-bad-group", ("$sub", ("a", "g.h"))
+    yield "sub-three", ("$sub", ("a", "g", "x"))
+    yield "ping-list", ("$ping", [1])
+    yield "ping-float", ("$ping", 1.5)
+
+
+def dumps_all():
+    out = []
+    for name, obj, expect in legal_messages():
+        for proto in PROTOCOLS:
+            # Protocols 0-2 pickle bytes as a call to _codecs.encode: not a plain token.
+            old_bytes = proto < 3 and expect.get("token", {}).get("type") == "bytes"
+            out.append({"name": f"{name}/p{proto}", "hex": pickle.dumps(obj, protocol=proto).hex(),
+                        "expect": {"kind": "invalid"} if old_bytes else expect})
+        out.append({"name": f"{name}/send", "hex": bytes(ForkingPickler.dumps(obj)).hex(),
+                    "expect": expect})
+    for name, obj in invalid_messages():
+        for proto in PROTOCOLS:
+            out.append({"name": f"{name}/p{proto}", "hex": pickle.dumps(obj, protocol=proto).hex(),
+                        "expect": {"kind": "invalid"}})
+    good = pickle.dumps(("sensors.temp", {"i": 1, "v": 21.5}), protocol=4)
+    for cut in range(len(good) - 1):
+        out.append({"name": f"truncated-at-{cut}", "hex": good[:cut].hex(), "expect": {"kind": "invalid"}})
+    buffers = []
+    oob = pickle.dumps(("a", pickle.PickleBuffer(b"abc")), protocol=5, buffer_callback=buffers.append)
+    broken = {
+        "garbage": b"\xde\xad\xbe\xef" * 8,
+        "empty": b"",
+        "unknown-opcode": b"\x80\x04\xff.",
+        "future-protocol": b"\x80\x09N.",
+        "stop-on-empty": b".",
+        "tuple2-underflow": b"\x80\x04N\x86.",
+        "memo-missing": b"\x80\x04h\x05.",
+        "no-mark": b"\x80\x02Nt.",
+        "mark-fence": b"\x80\x02N(\x86.",
+        "frame-past-end": b"\x80\x04\x95\xff\x00\x00\x00\x00\x00\x00\x00N.",
+        "out-of-band": oob,
+        "bytes-past-end": b"\x80\x04B\xff\xff\xff\x00abc.",
+        "append-to-str": b"\x80\x04\x8c\x01aN\x61.",
+    }
+    for name, data in broken.items():
+        out.append({"name": name, "hex": data.hex(), "expect": {"kind": "invalid"}})
+    return out
+
+
+class Recorder:
+    """A Connection wrapper that records the frames one side sends and receives."""
+
+    def __init__(self, conn):
+        self.conn, self.frames = conn, []
+
+    def send_bytes(self, data):
+        self.frames.append(["send", bytes(data).hex()])
+        self.conn.send_bytes(data)
+
+    def recv_bytes(self, maxlength=None):
+        data = self.conn.recv_bytes(maxlength)
+        self.frames.append(["recv", data.hex()])
+        return data
+
+
+def modern_listener(conn, key):
+    """What the mphub broker does, written out (CPython 3.12+ Listener.accept behaves the same)."""
+    message = b"{sha256}" + os.urandom(40)
+    conn.send_bytes(b"#CHALLENGE#" + message)
+    response = conn.recv_bytes(256)
+    if len(response) == 16:
+        ok = hmac.compare_digest(hmac.new(key, message, "md5").digest(), response)
+    else:
+        name, _, mac = response[1:].partition(b"}")
+        ok = hmac.compare_digest(hmac.new(key, message, name.decode()).digest(), mac)
+    if not ok:
+        conn.send_bytes(b"#FAILURE#")
+        raise connection.AuthenticationError("digest received was wrong")
+    conn.send_bytes(b"#WELCOME#")
+    challenge = conn.recv_bytes(256)[len(b"#CHALLENGE#"):]
+    if len(challenge) == 20:
+        conn.send_bytes(hmac.new(key, challenge, "md5").digest())
+    else:
+        name = challenge[1:challenge.index(b"}")].decode()
+        conn.send_bytes(b"{%s}%s" % (name.encode(), hmac.new(key, challenge, name).digest()))
+    if conn.recv_bytes(256) != b"#WELCOME#":
+        raise connection.AuthenticationError("digest sent was rejected")
+
+
+def native_listener(conn, key):
+    connection.deliver_challenge(conn, key)
+    connection.answer_challenge(conn, key)
+
+
+def transcript(name, listener, listener_key, client_key):
+    a, b = connection.Pipe()
+    rec = Recorder(a)
+    errors = {}
+
+    def run_listener():
+        try:
+            listener(rec, listener_key)
+        except Exception as e:  # noqa: BLE001 - the transcript records the outcome
+            errors["listener"] = repr(e)
+            a.close()
+
+    t = threading.Thread(target=run_listener)
+    t.start()
+    try:
+        connection.answer_challenge(b, client_key)
+        connection.deliver_challenge(b, client_key)
+    except Exception as e:  # noqa: BLE001
+        errors["client"] = repr(e)
+    b.close()
+    t.join()
+    return {"name": name, "authkey": listener_key.hex(), "client_key": client_key.hex(),
+            "frames": rec.frames, "ok": not errors}
+
+
+def main():
+    key = b"mphub test key"
+    handshakes = [
+        transcript("native", native_listener, key, key),
+        transcript("modern-listener", modern_listener, key, key),
+        transcript("modern-listener-wrong-key", modern_listener, key, b"other key"),
+        transcript("native-wrong-key", native_listener, key, b"other key"),
+    ]
+    version = "%d.%d" % sys.version_info[:2]
+    doc = {"python": sys.version.split()[0], "pickles": dumps_all(), "handshakes": handshakes}
+    path = os.path.join(HERE, f"cpython-{version}.json")
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=0, ensure_ascii=True)
+        f.write("\n")
+    print(f"wrote {path}: {len(doc['pickles'])} pickles, {len(handshakes)} handshakes")
+
+
+if __name__ == "__main__":
+    main()
