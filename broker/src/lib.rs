@@ -1,1 +1,137 @@
-//! mphub broker library.
+//! `mphub-broker`: the mphub message broker as a library; `main.rs` is only flags and logging.
+//!
+//! Where things are:
+//! - [`config`]: defaults, TOML file, flags; protected mode.
+//! - [`net`]: TCP and Unix listeners and streams.
+//! - [`server`]: accept loops, the connection limit.
+//! - [`connection`]: one client: handshake, reading, classifying, routing.
+//! - [`writer`]: draining a connection's outbound queue with vectored writes.
+//! - [`peer`]: the outbound queue as publishers see it; the slow-consumer policy.
+//! - [`index`]: the subscription trie, queue groups, the match cache.
+//! - [`metrics`]: the Prometheus registry.
+//!
+//! [`start`] binds every listener and returns a [`Broker`]; tests run one in-process on port 0.
+
+pub mod config;
+pub mod connection;
+pub mod index;
+pub mod metrics;
+pub mod net;
+pub mod peer;
+pub mod server;
+pub mod writer;
+
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use config::{Config, ListenAddr};
+
+/// State every connection shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Config,
+    pub index: index::Index,
+    pub metrics: metrics::Metrics,
+    pub next_id: AtomicU64,
+    /// Cancelled at shutdown: stop accepting and reading, flush, close.
+    pub shutdown: CancellationToken,
+    /// Cancelled when the shutdown deadline passes: drop whatever is still queued.
+    pub hard_stop: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+/// The broker could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: ListenAddr, source: std::io::Error },
+}
+
+/// A running broker.
+#[derive(Debug)]
+pub struct Broker {
+    shared: Arc<Shared>,
+    addrs: Vec<ListenAddr>,
+    accept: TaskTracker,
+}
+
+/// Binds every listener and starts serving.
+pub async fn start(config: Config) -> Result<Broker, StartError> {
+    let mut listeners = Vec::new();
+    let mut addrs = Vec::new();
+    for addr in &config.listen {
+        let (l, local) = net::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr: addr.clone(), source })?;
+        info!("mphub listening on {local}");
+        listeners.push(l);
+        addrs.push(local);
+    }
+    if config.authkey.is_none() {
+        warn!("no authkey set: no handshake, loopback and Unix sockets only (protected mode)");
+    }
+    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let shared = Arc::new(Shared {
+        config,
+        index: index::Index::default(),
+        metrics: metrics::Metrics::new(),
+        next_id: AtomicU64::new(1),
+        shutdown: CancellationToken::new(),
+        hard_stop: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+    });
+    let accept = TaskTracker::new();
+    for l in listeners {
+        accept.spawn(server::accept_loop(shared.clone(), l, limit.clone()));
+    }
+    accept.close();
+    Ok(Broker { shared, addrs, accept })
+}
+
+impl Broker {
+    /// The addresses really bound (port 0 resolved), in the order configured.
+    pub fn addrs(&self) -> &[ListenAddr] {
+        &self.addrs
+    }
+
+    /// The shared state (metrics, index), for tests and the metrics endpoint.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops accepting, flushes outbound queues for up to the shutdown timeout, closes
+    /// everything and returns.
+    pub async fn shutdown(self) {
+        self.shared.shutdown.cancel();
+        self.accept.wait().await;
+        self.shared.tracker.close();
+        let deadline = self.shared.config.shutdown_timeout;
+        if tokio::time::timeout(deadline, self.shared.tracker.wait()).await.is_err() {
+            warn!(?deadline, "shutdown deadline passed; dropping what is still queued");
+            self.shared.hard_stop.cancel();
+            self.shared.tracker.wait().await;
+        }
+        for addr in &self.addrs {
+            if let ListenAddr::Unix(path) = addr {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        info!("mphub stopped");
+    }
+}
+
+/// Runs a broker until `signal` completes, then shuts it down gracefully.
+pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(), StartError> {
+    let broker = start(config).await?;
+    signal.await;
+    info!("shutting down");
+    broker.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,324 @@
+//! One client connection: handshake, then a reader that classifies and routes every frame,
+//! beside a writer task that drains the connection's outbound queue.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use mphub_protocol::frame::{self, Check};
+use mphub_protocol::handshake::Handshake;
+use mphub_protocol::{reply, Envelope, FrameError, Scanner};
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::net::{ReadHalf, Stream};
+use crate::peer::{Delivery, Peer};
+use crate::writer::{self, Ended};
+use crate::Shared;
+
+/// Frames smaller than this are copied out of the read buffer once (not per subscriber), so a
+/// slow subscriber holding a small frame never pins a whole read buffer.
+const COPY_BELOW: usize = 16 << 10;
+/// How much the read buffer grows by at a time.
+const READ_CHUNK: usize = 64 << 10;
+/// In no-auth mode, silence this long from a new client earns a hint in the log.
+const SILENT_HINT: Duration = Duration::from_secs(3);
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum Close {
+    Eof,
+    Truncated,
+    Goodbye,
+    BadFrame(FrameError),
+    Killed,
+    Shutdown,
+    ReadError(std::io::Error),
+}
+
+impl std::fmt::Display for Close {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Close::Eof => write!(f, "client closed"),
+            Close::Truncated => write!(f, "client closed inside a frame"),
+            Close::Goodbye => write!(f, "client sent \"close\""),
+            Close::BadFrame(e) => write!(f, "{e}"),
+            Close::Killed => write!(f, "closed by the broker (slow consumer or shutdown deadline)"),
+            Close::Shutdown => write!(f, "broker shutting down"),
+            Close::ReadError(e) => write!(f, "read error: {e}"),
+        }
+    }
+}
+
+/// Counts kept by the reader and folded into the metrics once per read batch.
+#[derive(Default)]
+struct Counts {
+    received: u64,
+    received_bytes: u64,
+    delivered: u64,
+    delivered_bytes: u64,
+    dropped: u64,
+    closed: u64,
+}
+
+/// Serves one accepted connection to its end.
+pub async fn serve(shared: Arc<Shared>, stream: Stream, peer_addr: String, id: u64) {
+    let span = tracing::info_span!("conn", id);
+    async move {
+        let started = Instant::now();
+        let (mut r, mut w) = stream.into_split();
+        let mut buf = BytesMut::with_capacity(8 << 10);
+        if let Some(key) = shared.config.authkey.as_deref() {
+            let result = async {
+                let challenge = mphub_protocol::io::random_challenge()?;
+                let mut both = tokio::io::join(&mut r, &mut w);
+                mphub_protocol::io::drive(&mut both, &mut buf, Handshake::listener(key, challenge)).await
+            };
+            let outcome = tokio::time::timeout(shared.config.handshake_timeout, result).await;
+            let err = match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(_) => Some(mphub_protocol::HandshakeError::Timeout),
+            };
+            if let Some(e) = err {
+                shared.metrics.auth_failures.with_label_values(&[e.kind()]).inc();
+                info!(peer = %peer_addr, reason = %e, "authentication failed; connection closed");
+                return;
+            }
+        }
+        shared.metrics.connections.inc();
+        info!(peer = %peer_addr, "connection opened");
+
+        let kill = shared.hard_stop.child_token();
+        let (peer, rx) = Peer::new(id, shared.config.outbound_limit, shared.config.slow_consumer, kill.clone());
+        let peer = Arc::new(peer);
+        let finish = CancellationToken::new();
+        let writer = tokio::spawn(writer::run(w, rx, peer.clone(), finish.clone()));
+
+        let mut conn = Conn {
+            shared: &shared,
+            peer: &peer,
+            scanner: Scanner::default(),
+            subs: HashSet::new(),
+            counts: Counts::default(),
+            received_total: 0,
+        };
+        let why = conn.read_loop(&mut r, &mut buf).await;
+        let received = conn.received_total;
+        conn.unsubscribe_all();
+        finish.cancel();
+        let (ended, sent) = writer.await.unwrap_or((Ended::Killed, 0));
+        shared.metrics.connections.dec();
+        let ended = match ended {
+            Ended::Flushed => "flushed".to_string(),
+            Ended::Killed => "dropped its queue".to_string(),
+            Ended::Failed(e) => format!("write failed: {e}"),
+        };
+        info!(
+            peer = %peer_addr,
+            duration_s = started.elapsed().as_secs_f64(),
+            messages_in = received,
+            messages_out = sent,
+            reason = %why,
+            writer = %ended,
+            "connection closed"
+        );
+    }
+    .instrument(span)
+    .await
+}
+
+struct Conn<'a> {
+    shared: &'a Shared,
+    peer: &'a Arc<Peer>,
+    scanner: Scanner,
+    subs: HashSet<(String, Option<String>)>,
+    counts: Counts,
+    received_total: u64,
+}
+
+impl Conn<'_> {
+    async fn read_loop(&mut self, r: &mut ReadHalf, buf: &mut BytesMut) -> Close {
+        let max = self.shared.config.max_frame;
+        let mut heard = !buf.is_empty() || self.shared.config.authkey.is_some();
+        loop {
+            // Check, then parse: route every whole frame already buffered.
+            loop {
+                match frame::check(buf, max) {
+                    Ok(Check::Complete { header, body }) => {
+                        let total = header + body as usize;
+                        let wire = if total < COPY_BELOW {
+                            let f = Bytes::copy_from_slice(&buf[..total]);
+                            buf.advance(total);
+                            f
+                        } else {
+                            buf.split_to(total).freeze()
+                        };
+                        if let Some(stop) = self.handle(wire, header) {
+                            self.fold();
+                            return stop;
+                        }
+                    }
+                    Ok(Check::Incomplete { missing }) => {
+                        let want = (missing as usize).min(READ_CHUNK * 16).max(READ_CHUNK / 8);
+                        buf.reserve(want);
+                        break;
+                    }
+                    Err(e) => {
+                        let kind = match e {
+                            FrameError::TooLarge { .. } => "too_large",
+                            FrameError::NegativeLength(_) => "bad_frame",
+                        };
+                        self.shared.metrics.protocol_errors.with_label_values(&[kind]).inc();
+                        self.peer.reply(reply::error(&format!("{e}; closing the connection")));
+                        self.fold();
+                        return Close::BadFrame(e);
+                    }
+                }
+            }
+            self.fold();
+            // Cancel safety: `read_buf` is cancel safe (no bytes are lost when another branch
+            // wins), and so are `cancelled` and `sleep`.
+            let read = tokio::select! {
+                biased;
+                _ = self.peer.kill.cancelled() => return Close::Killed,
+                _ = self.shared.shutdown.cancelled() => return Close::Shutdown,
+                r = r.read_buf(buf) => r,
+                _ = tokio::time::sleep(SILENT_HINT), if !heard => {
+                    info!(
+                        "no data after {}s: if this client passes an authkey, it is waiting for a \
+                         challenge that this broker (running without an authkey) never sends",
+                        SILENT_HINT.as_secs()
+                    );
+                    heard = true;
+                    continue;
+                }
+            };
+            match read {
+                Ok(0) if buf.is_empty() => return Close::Eof,
+                Ok(0) => return Close::Truncated,
+                Ok(_) => {
+                    heard = true;
+                    r.quickack();
+                }
+                Err(e) => return Close::ReadError(e),
+            }
+        }
+    }
+
+    /// Folds this batch's counts into the shared metrics.
+    fn fold(&mut self) {
+        let c = std::mem::take(&mut self.counts);
+        let m = &self.shared.metrics;
+        if c.received > 0 {
+            m.messages_received.inc_by(c.received);
+            m.bytes_received.inc_by(c.received_bytes);
+            self.received_total += c.received;
+        }
+        if c.delivered > 0 {
+            m.messages_delivered.inc_by(c.delivered);
+            m.bytes_delivered.inc_by(c.delivered_bytes);
+        }
+        if c.dropped > 0 {
+            m.messages_dropped.with_label_values(&["slow_consumer"]).inc_by(c.dropped);
+        }
+        if c.closed > 0 {
+            m.messages_dropped.with_label_values(&["closed"]).inc_by(c.closed);
+        }
+    }
+
+    /// Handles one frame; `Some` ends the connection.
+    fn handle(&mut self, wire: Bytes, header: usize) -> Option<Close> {
+        self.counts.received += 1;
+        self.counts.received_bytes += wire.len() as u64;
+        match self.scanner.classify(&wire[header..]) {
+            Envelope::Publish { topic } => {
+                let matches = self.shared.index.lookup(&topic);
+                for p in &matches.plain {
+                    self.offer(p, &wire);
+                }
+                for g in &matches.groups {
+                    // Skip members that are closing; try each member at most once.
+                    for _ in 0..g.members.len() {
+                        let Some(p) = g.pick() else { break };
+                        if !p.kill.is_cancelled() {
+                            self.offer(p, &wire);
+                            break;
+                        }
+                    }
+                }
+            }
+            Envelope::Subscribe(i) => {
+                let key = (i.pattern.to_string(), i.group.as_deref().map(str::to_owned));
+                if !self.subs.contains(&key) && self.subs.len() >= self.shared.config.max_subscriptions {
+                    self.refuse(&format!(
+                        "subscription limit reached: this connection holds {} (max_subscriptions)",
+                        self.subs.len()
+                    ));
+                    return None;
+                }
+                if let crate::index::Added::New(_) =
+                    self.shared.index.subscribe(self.peer, &i.pattern, i.group.as_deref())
+                {
+                    self.shared.metrics.subscriptions.inc();
+                }
+                self.subs.insert(key);
+                self.peer.reply(reply::ok("$sub", &i));
+            }
+            Envelope::Unsubscribe(i) => {
+                let key = (i.pattern.to_string(), i.group.as_deref().map(str::to_owned));
+                if self.subs.remove(&key)
+                    && self.shared.index.unsubscribe(self.peer.id, &i.pattern, i.group.as_deref()).is_ok()
+                {
+                    self.shared.metrics.subscriptions.dec();
+                }
+                self.peer.reply(reply::ok("$unsub", &i));
+            }
+            Envelope::Ping(token) => self.peer.reply(reply::pong(&token)),
+            Envelope::Metrics { .. } => {
+                self.refuse("worker metrics ($metrics) are not supported by this broker yet");
+            }
+            Envelope::Close => return Some(Close::Goodbye),
+            Envelope::Invalid(reason) => {
+                debug!(%reason, "invalid message");
+                self.refuse(&reason);
+            }
+        }
+        None
+    }
+
+    fn refuse(&mut self, reason: &str) {
+        self.shared.metrics.protocol_errors.with_label_values(&["invalid_message"]).inc();
+        self.peer.reply(reply::error(reason));
+    }
+
+    fn offer(&mut self, p: &Arc<Peer>, wire: &Bytes) {
+        match p.deliver(wire) {
+            Delivery::Queued => {
+                self.counts.delivered += 1;
+                self.counts.delivered_bytes += wire.len() as u64;
+            }
+            Delivery::Dropped => self.counts.dropped += 1,
+            Delivery::Disconnected => {
+                self.counts.dropped += 1;
+                self.shared.metrics.slow_consumers.inc();
+                warn!(
+                    subscriber = p.id,
+                    limit = self.shared.config.outbound_limit,
+                    "slow consumer: outbound queue over its limit; closing that connection"
+                );
+            }
+            Delivery::Closed => self.counts.closed += 1,
+        }
+    }
+
+    fn unsubscribe_all(&mut self) {
+        for (pattern, group) in self.subs.drain() {
+            if self.shared.index.unsubscribe(self.peer.id, &pattern, group.as_deref()).is_ok() {
+                self.shared.metrics.subscriptions.dec();
+            }
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! The subscription index: which connections want a topic.
+//!
+//! A token trie, as nats-server's sublist: literal children in a map, `*` and `>` in their own
+//! slots. Lookups go through a bounded match cache keyed by topic; any change to the trie clears
+//! it. Publishers on both cores share the cache without a global lock (it is sharded); the trie
+//! itself sits behind a read-write lock that only a cache miss or a (un)subscribe takes.
+//!
+//! Queue groups are grouped by name across every matching pattern, as NATS does: a message goes
+//! to one member of each distinct group, chosen round-robin.
+//!
+//! Every change says whether a (pattern, group) gained its first subscriber or lost its last, so
+//! a bridge to other nodes can follow local interest.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use dashmap::DashMap;
+
+use crate::peer::Peer;
+
+/// Most topics kept in the match cache; past it the cache starts over.
+pub const CACHE_LIMIT: usize = 16_384;
+
+/// One queue group's members for a topic.
+#[derive(Debug)]
+pub struct Group {
+    pub name: Box<str>,
+    pub members: Vec<Arc<Peer>>,
+    next: AtomicUsize,
+}
+
+impl Group {
+    /// The member to deliver the next message to (round-robin).
+    pub fn pick(&self) -> Option<&Arc<Peer>> {
+        if self.members.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.members.len();
+        self.members.get(i)
+    }
+}
+
+/// Who gets a message on one topic.
+#[derive(Debug, Default)]
+pub struct Matches {
+    /// Plain subscribers, each connection once.
+    pub plain: Vec<Arc<Peer>>,
+    /// Queue groups, each once.
+    pub groups: Vec<Group>,
+}
+
+/// A change in interest, for whoever follows it (a bridge to other nodes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interest {
+    /// The first local subscriber (or group member) of `pattern` arrived.
+    Gained { pattern: String, group: Option<String> },
+    /// The last one left.
+    Lost { pattern: String, group: Option<String> },
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    literal: HashMap<Box<str>, Node>,
+    star: Option<Box<Node>>,
+    gt: Option<Box<Node>>,
+    plain: HashMap<u64, Arc<Peer>>,
+    groups: HashMap<Box<str>, HashMap<u64, Arc<Peer>>>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.literal.is_empty()
+            && self.star.is_none()
+            && self.gt.is_none()
+            && self.plain.is_empty()
+            && self.groups.is_empty()
+    }
+
+    fn child_mut(&mut self, token: &str) -> &mut Node {
+        match token {
+            "*" => self.star.get_or_insert_with(Default::default),
+            ">" => self.gt.get_or_insert_with(Default::default),
+            t => self.literal.entry(t.into()).or_default(),
+        }
+    }
+
+    /// Removes a subscription below this node; returns (removed, node still holds the pattern).
+    fn remove(&mut self, tokens: &[&str], id: u64, group: Option<&str>) -> (bool, bool) {
+        let Some((first, rest)) = tokens.split_first() else {
+            let removed = match group {
+                None => self.plain.remove(&id).is_some(),
+                Some(g) => match self.groups.get_mut(g) {
+                    Some(members) => {
+                        let removed = members.remove(&id).is_some();
+                        if members.is_empty() {
+                            self.groups.remove(g);
+                        }
+                        removed
+                    }
+                    None => false,
+                },
+            };
+            let still = match group {
+                None => !self.plain.is_empty(),
+                Some(g) => self.groups.contains_key(g),
+            };
+            return (removed, still);
+        };
+        let (removed, still, prune) = {
+            let child = match *first {
+                "*" => self.star.as_deref_mut(),
+                ">" => self.gt.as_deref_mut(),
+                t => self.literal.get_mut(t),
+            };
+            let Some(child) = child else { return (false, false) };
+            let (removed, still) = child.remove(rest, id, group);
+            (removed, still, child.is_empty())
+        };
+        if prune {
+            match *first {
+                "*" => self.star = None,
+                ">" => self.gt = None,
+                t => {
+                    self.literal.remove(t);
+                }
+            }
+        }
+        (removed, still)
+    }
+
+    fn collect(&self, tokens: &[&str], out: &mut Collect) {
+        let Some((first, rest)) = tokens.split_first() else {
+            out.add(self);
+            return;
+        };
+        if let Some(gt) = &self.gt {
+            out.add(gt);
+        }
+        if let Some(star) = &self.star {
+            star.collect(rest, out);
+        }
+        if let Some(child) = self.literal.get(*first) {
+            child.collect(rest, out);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Collect {
+    plain: HashMap<u64, Arc<Peer>>,
+    groups: HashMap<Box<str>, HashMap<u64, Arc<Peer>>>,
+}
+
+impl Collect {
+    fn add(&mut self, node: &Node) {
+        for (id, p) in &node.plain {
+            self.plain.entry(*id).or_insert_with(|| p.clone());
+        }
+        for (name, members) in &node.groups {
+            let g = self.groups.entry(name.clone()).or_default();
+            for (id, p) in members {
+                g.entry(*id).or_insert_with(|| p.clone());
+            }
+        }
+    }
+
+    fn finish(self) -> Matches {
+        let mut plain: Vec<_> = self.plain.into_values().collect();
+        plain.sort_by_key(|p| p.id);
+        let mut groups: Vec<Group> = self
+            .groups
+            .into_iter()
+            .map(|(name, m)| {
+                let mut members: Vec<_> = m.into_values().collect();
+                members.sort_by_key(|p| p.id);
+                Group { name, members, next: AtomicUsize::new(0) }
+            })
+            .collect();
+        groups.sort_by(|a, b| a.name.cmp(&b.name));
+        Matches { plain, groups }
+    }
+}
+
+/// The index. Cheap to share: wrap it in an `Arc`.
+#[derive(Debug, Default)]
+pub struct Index {
+    trie: RwLock<Node>,
+    cache: DashMap<Box<str>, Arc<Matches>>,
+    subscriptions: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// What a subscribe did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Added {
+    /// New for this connection; `Some` when the pattern/group gained its first subscriber.
+    New(Option<Interest>),
+    /// The connection already held it.
+    Already,
+}
+
+impl Index {
+    /// Subscribes `peer` to `pattern` (a valid pattern), in queue group `group` if given.
+    pub fn subscribe(&self, peer: &Arc<Peer>, pattern: &str, group: Option<&str>) -> Added {
+        let mut trie = self.trie.write().unwrap_or_else(|p| p.into_inner());
+        let mut node = &mut *trie;
+        for token in pattern.split('.') {
+            node = node.child_mut(token);
+        }
+        let (first, new) = match group {
+            None => {
+                let first = node.plain.is_empty();
+                (first, node.plain.insert(peer.id, peer.clone()).is_none())
+            }
+            Some(g) => {
+                let members = node.groups.entry(g.into()).or_default();
+                let first = members.is_empty();
+                (first, members.insert(peer.id, peer.clone()).is_none())
+            }
+        };
+        if !new {
+            return Added::Already;
+        }
+        self.subscriptions.fetch_add(1, Ordering::Relaxed);
+        // Under the write lock: no reader can insert a stale result after this.
+        self.cache.clear();
+        Added::New(first.then(|| Interest::Gained {
+            pattern: pattern.to_owned(),
+            group: group.map(str::to_owned),
+        }))
+    }
+
+    /// Removes one subscription; `Ok(Some(_))` when the pattern/group lost its last subscriber,
+    /// `Err(())` when the connection did not hold it.
+    pub fn unsubscribe(&self, id: u64, pattern: &str, group: Option<&str>) -> Result<Option<Interest>, ()> {
+        let tokens: Vec<&str> = pattern.split('.').collect();
+        let mut trie = self.trie.write().unwrap_or_else(|p| p.into_inner());
+        let (removed, still) = trie.remove(&tokens, id, group);
+        if !removed {
+            return Err(());
+        }
+        self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        self.cache.clear();
+        Ok((!still).then(|| Interest::Lost {
+            pattern: pattern.to_owned(),
+            group: group.map(str::to_owned),
+        }))
+    }
+
+    /// Who gets a message published on `topic` (a valid topic).
+    pub fn lookup(&self, topic: &str) -> Arc<Matches> {
+        if let Some(hit) = self.cache.get(topic) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return hit.clone();
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let tokens: Vec<&str> = topic.split('.').collect();
+        let trie = self.trie.read().unwrap_or_else(|p| p.into_inner());
+        let mut c = Collect::default();
+        trie.collect(&tokens, &mut c);
+        let m = Arc::new(c.finish());
+        if self.cache.len() >= CACHE_LIMIT {
+            self.cache.clear();
+        }
+        // Still under the read lock, so no subscribe can clear the cache before this insert.
+        self.cache.insert(topic.into(), m.clone());
+        m
+    }
+
+    /// Subscriptions held now.
+    pub fn len(&self) -> u64 {
+        self.subscriptions.load(Ordering::Relaxed)
+    }
+
+    /// True with no subscription.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Match-cache hits and misses since start.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::config::SlowConsumer;
+
+    fn peer(id: u64) -> Arc<Peer> {
+        Arc::new(Peer::new(id, 1 << 20, SlowConsumer::Drop, CancellationToken::new()).0)
+    }
+
+    fn ids(m: &Matches) -> Vec<u64> {
+        m.plain.iter().map(|p| p.id).collect()
+    }
+
+    #[test]
+    fn wildcards_and_literals_match_and_each_connection_gets_it_once() {
+        let idx = Index::default();
+        let (a, b) = (peer(1), peer(2));
+        idx.subscribe(&a, "a.b", None);
+        idx.subscribe(&a, "a.*", None);
+        idx.subscribe(&a, "a.>", None);
+        idx.subscribe(&b, ">", None);
+        assert_eq!(ids(&idx.lookup("a.b")), vec![1, 2]);
+        assert_eq!(ids(&idx.lookup("a.c.d")), vec![1, 2]);
+        assert_eq!(ids(&idx.lookup("a")), vec![2]);
+        assert_eq!(ids(&idx.lookup("x.y")), vec![2]);
+    }
+
+    #[test]
+    fn interest_is_reported_on_first_and_last() {
+        let idx = Index::default();
+        let (a, b) = (peer(1), peer(2));
+        assert!(matches!(idx.subscribe(&a, "a.*", None), Added::New(Some(Interest::Gained { .. }))));
+        assert_eq!(idx.subscribe(&b, "a.*", None), Added::New(None));
+        assert_eq!(idx.subscribe(&b, "a.*", None), Added::Already);
+        assert_eq!(idx.unsubscribe(1, "a.*", None), Ok(None));
+        assert!(matches!(idx.unsubscribe(2, "a.*", None), Ok(Some(Interest::Lost { .. }))));
+        assert_eq!(idx.unsubscribe(2, "a.*", None), Err(()));
+        assert!(idx.is_empty());
+        assert!(idx.lookup("a.b").plain.is_empty());
+    }
+
+    #[test]
+    fn the_cache_is_invalidated_on_change() {
+        let idx = Index::default();
+        let a = peer(1);
+        assert!(idx.lookup("t").plain.is_empty());
+        idx.subscribe(&a, "t", None);
+        assert_eq!(ids(&idx.lookup("t")), vec![1]);
+        idx.unsubscribe(1, "t", None).unwrap();
+        assert!(idx.lookup("t").plain.is_empty());
+    }
+
+    #[test]
+    fn queue_groups_merge_by_name_and_rotate() {
+        let idx = Index::default();
+        let (a, b, c) = (peer(1), peer(2), peer(3));
+        idx.subscribe(&a, "jobs.*", Some("w"));
+        idx.subscribe(&b, "jobs.>", Some("w"));
+        idx.subscribe(&c, "jobs.x", Some("other"));
+        let m = idx.lookup("jobs.x");
+        assert_eq!(m.groups.len(), 2);
+        let w = m.groups.iter().find(|g| &*g.name == "w").unwrap();
+        let picks: Vec<u64> = (0..4).map(|_| w.pick().unwrap().id).collect();
+        assert_eq!(picks, vec![1, 2, 1, 2]);
+    }
+}

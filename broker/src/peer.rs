@@ -1,0 +1,109 @@
+//! A connection as others see it: the handle publishers use to queue frames for it.
+//!
+//! The queue is a tokio unbounded channel guarded by a byte count: a frame goes in only while
+//! the bytes queued stay within the outbound limit, or when the queue is empty (so any frame
+//! within the frame limit can be delivered). Past the limit the slow-consumer policy applies.
+//! A publisher never waits on a subscriber.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SlowConsumer;
+
+/// What happened to one frame offered to a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued for the peer's writer.
+    Queued,
+    /// Dropped: the queue was full and the policy is `drop`.
+    Dropped,
+    /// The queue was full and the policy is `disconnect`: this call closed the peer.
+    Disconnected,
+    /// The peer is closing or gone.
+    Closed,
+}
+
+/// The sending side of one connection's outbound queue.
+#[derive(Debug)]
+pub struct Peer {
+    /// Connection id, unique for the broker's life.
+    pub id: u64,
+    tx: mpsc::UnboundedSender<Bytes>,
+    queued: AtomicU64,
+    limit: u64,
+    policy: SlowConsumer,
+    /// Cancelled when the connection must close (slow consumer, shutdown, error).
+    pub kill: CancellationToken,
+}
+
+impl Peer {
+    /// A peer and the receiving end its writer drains.
+    pub fn new(
+        id: u64,
+        limit: u64,
+        policy: SlowConsumer,
+        kill: CancellationToken,
+    ) -> (Peer, mpsc::UnboundedReceiver<Bytes>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Peer {
+                id,
+                tx,
+                queued: AtomicU64::new(0),
+                limit,
+                policy,
+                kill,
+            },
+            rx,
+        )
+    }
+
+    /// Offers one frame (a shared reference to it: no copy).
+    pub fn deliver(&self, frame: &Bytes) -> Delivery {
+        if self.kill.is_cancelled() {
+            return Delivery::Closed;
+        }
+        let len = frame.len() as u64;
+        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        if before != 0 && before + len > self.limit {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return match self.policy {
+                SlowConsumer::Drop => Delivery::Dropped,
+                SlowConsumer::Disconnect => {
+                    if self.kill.is_cancelled() {
+                        Delivery::Closed
+                    } else {
+                        self.kill.cancel();
+                        Delivery::Disconnected
+                    }
+                }
+            };
+        }
+        if self.tx.send(frame.clone()).is_err() {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return Delivery::Closed;
+        }
+        Delivery::Queued
+    }
+
+    /// Queues a reply of the broker's own (`$ok`, `$pong`, `$error`): never dropped for size.
+    pub fn reply(&self, frame: Bytes) {
+        self.queued.fetch_add(frame.len() as u64, Ordering::AcqRel);
+        if self.tx.send(frame).is_err() {
+            // The writer is gone; nothing will read the count again.
+        }
+    }
+
+    /// The writer reports bytes it has written.
+    pub fn written(&self, bytes: u64) {
+        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Acquire)
+    }
+}

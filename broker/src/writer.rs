@@ -1,0 +1,95 @@
+//! A connection's writer: drains its outbound queue, many frames per system call.
+
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::net::WriteHalf;
+use crate::peer::Peer;
+
+/// Frames taken from the queue per batch.
+const BATCH: usize = 256;
+/// Slices per `writev` (Linux allows 1024).
+const IOV_MAX: usize = 512;
+
+/// How the writer ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// Everything queued was written, then the socket was shut down.
+    Flushed,
+    /// The connection was killed; what was queued is dropped.
+    Killed,
+    /// Writing failed (the peer went away).
+    Failed(io::Error),
+}
+
+/// Writes queued frames until `finish` (then drains what is left) or the peer is killed.
+/// Returns how it ended and the number of frames written.
+pub async fn run(
+    mut w: WriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    peer: Arc<Peer>,
+    finish: CancellationToken,
+) -> (Ended, u64) {
+    let mut written = 0u64;
+    let mut batch: Vec<Bytes> = Vec::with_capacity(BATCH);
+    loop {
+        // Cancel safety: `recv_many` and `cancelled` are cancel safe; `biased` drains the queue
+        // before honouring `finish`, so a clean close flushes everything queued before it.
+        let n = tokio::select! {
+            biased;
+            _ = peer.kill.cancelled() => return (Ended::Killed, written),
+            n = rx.recv_many(&mut batch, BATCH) => n,
+            _ = finish.cancelled() => break,
+        };
+        if n == 0 {
+            break;
+        }
+        let bytes: u64 = batch.iter().map(|b| b.len() as u64).sum();
+        // A blocked write must not outlive a kill: the write is abandoned with the connection.
+        let res = tokio::select! {
+            r = write_all(&mut w, &batch) => r,
+            _ = peer.kill.cancelled() => return (Ended::Killed, written),
+        };
+        peer.written(bytes);
+        written += batch.len() as u64;
+        batch.clear();
+        if let Err(e) = res {
+            return (Ended::Failed(e), written);
+        }
+    }
+    let _ = w.shutdown().await;
+    (Ended::Flushed, written)
+}
+
+/// Writes every frame, with as few `writev` calls as the socket allows.
+async fn write_all(w: &mut WriteHalf, frames: &[Bytes]) -> io::Result<()> {
+    let (mut i, mut off) = (0usize, 0usize);
+    while i < frames.len() {
+        let slices: Vec<IoSlice<'_>> = std::iter::once(&frames[i][off..])
+            .chain(frames[i + 1..].iter().map(|b| &b[..]))
+            .take(IOV_MAX)
+            .map(IoSlice::new)
+            .collect();
+        let mut n = w.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 && i < frames.len() {
+            let left = frames[i].len() - off;
+            if n >= left {
+                n -= left;
+                i += 1;
+                off = 0;
+            } else {
+                off += n;
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
