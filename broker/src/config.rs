@@ -15,7 +15,10 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    ReadFile { path: PathBuf, source: std::io::Error },
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid listen address {0:?}: use host:port, [v6]:port, unix:/path or unix:@name")]
@@ -25,7 +28,10 @@ pub enum ConfigError {
     #[error("invalid size {0:?}: use bytes, or a number with KiB, MiB, GiB (or K, M, G)")]
     Size(String),
     #[error("cannot read authkey file {path}: {source}")]
-    AuthkeyFile { path: PathBuf, source: std::io::Error },
+    AuthkeyFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the authkey is empty: give at least one byte (a long random key is best)")]
     EmptyAuthkey,
     #[error(
@@ -60,7 +66,9 @@ impl ListenAddr {
             };
         }
         let s2 = s.replace("localhost:", "127.0.0.1:");
-        s2.parse().map(ListenAddr::Tcp).map_err(|_| ConfigError::Listen(s.to_owned()))
+        s2.parse()
+            .map(ListenAddr::Tcp)
+            .map_err(|_| ConfigError::Listen(s.to_owned()))
     }
 
     /// True where a peer from another machine cannot connect.
@@ -200,7 +208,8 @@ pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
         "G" | "GiB" => 1 << 30,
         _ => return Err(ConfigError::Size(s.to_owned())),
     };
-    n.checked_mul(mult).ok_or_else(|| ConfigError::Size(s.to_owned()))
+    n.checked_mul(mult)
+        .ok_or_else(|| ConfigError::Size(s.to_owned()))
 }
 
 /// The config file's keys: each flag's name with `_` for `-`.
@@ -257,9 +266,14 @@ impl FileConfig {
         let d = Config::default();
         let listen = match self.listen {
             Some(l) if l.is_empty() => {
-                return Err(ConfigError::Invalid("listen: give at least one address".into()))
+                return Err(ConfigError::Invalid(
+                    "listen: give at least one address".into(),
+                ))
             }
-            Some(l) => l.iter().map(|s| ListenAddr::parse(s)).collect::<Result<_, _>>()?,
+            Some(l) => l
+                .iter()
+                .map(|s| ListenAddr::parse(s))
+                .collect::<Result<_, _>>()?,
             None => d.listen,
         };
         let metrics = match self.metrics.as_deref() {
@@ -290,27 +304,38 @@ impl FileConfig {
                 return Err(ConfigError::Protected(open.to_string()));
             }
         }
-        let secs = |v: Option<f64>, default: Duration, name: &str| -> Result<Duration, ConfigError> {
-            match v {
-                None => Ok(default),
-                Some(s) if s.is_finite() && s > 0.0 && s < 86_400.0 => Ok(Duration::from_secs_f64(s)),
-                Some(s) => Err(ConfigError::Invalid(format!(
-                    "{name} = {s}: give seconds between 0 and 86400"
-                ))),
-            }
-        };
-        let max_frame = self.max_frame.map(|s| s.bytes()).transpose()?.unwrap_or(d.max_frame);
+        let secs =
+            |v: Option<f64>, default: Duration, name: &str| -> Result<Duration, ConfigError> {
+                match v {
+                    None => Ok(default),
+                    Some(s) if s.is_finite() && s > 0.0 && s < 86_400.0 => {
+                        Ok(Duration::from_secs_f64(s))
+                    }
+                    Some(s) => Err(ConfigError::Invalid(format!(
+                        "{name} = {s}: give seconds between 0 and 86400"
+                    ))),
+                }
+            };
+        let max_frame = self
+            .max_frame
+            .map(|s| s.bytes())
+            .transpose()?
+            .unwrap_or(d.max_frame);
         let outbound_limit = self
             .outbound_limit
             .map(|s| s.bytes())
             .transpose()?
             .unwrap_or(d.outbound_limit);
         if outbound_limit == 0 {
-            return Err(ConfigError::Invalid("outbound_limit must be above 0".into()));
+            return Err(ConfigError::Invalid(
+                "outbound_limit must be above 0".into(),
+            ));
         }
         let max_connections = self.max_connections.unwrap_or(d.max_connections);
         if max_connections == 0 {
-            return Err(ConfigError::Invalid("max_connections must be above 0".into()));
+            return Err(ConfigError::Invalid(
+                "max_connections must be above 0".into(),
+            ));
         }
         Ok(Config {
             listen,
@@ -321,8 +346,16 @@ impl FileConfig {
             slow_consumer: self.slow_consumer.unwrap_or(d.slow_consumer),
             max_connections,
             max_subscriptions: self.max_subscriptions.unwrap_or(d.max_subscriptions),
-            handshake_timeout: secs(self.handshake_timeout, d.handshake_timeout, "handshake_timeout")?,
-            shutdown_timeout: secs(self.shutdown_timeout, d.shutdown_timeout, "shutdown_timeout")?,
+            handshake_timeout: secs(
+                self.handshake_timeout,
+                d.handshake_timeout,
+                "handshake_timeout",
+            )?,
+            shutdown_timeout: secs(
+                self.shutdown_timeout,
+                d.shutdown_timeout,
+                "shutdown_timeout",
+            )?,
             log_level: self.log_level.unwrap_or(d.log_level),
             log_format: self.log_format.unwrap_or(d.log_format),
         })
@@ -344,7 +377,10 @@ mod tests {
             ListenAddr::parse("unix:/tmp/x.sock").unwrap(),
             ListenAddr::Unix("/tmp/x.sock".into())
         );
-        assert_eq!(ListenAddr::parse("unix:@hub").unwrap(), ListenAddr::Abstract("hub".into()));
+        assert_eq!(
+            ListenAddr::parse("unix:@hub").unwrap(),
+            ListenAddr::Abstract("hub".into())
+        );
         assert!(ListenAddr::parse("unix:").is_err());
         assert!(ListenAddr::parse("nonsense").is_err());
     }
@@ -359,7 +395,10 @@ mod tests {
 
     #[test]
     fn protected_mode_refuses_open_addresses_without_a_key() {
-        let open = FileConfig { listen: Some(vec!["0.0.0.0:6000".into()]), ..Default::default() };
+        let open = FileConfig {
+            listen: Some(vec!["0.0.0.0:6000".into()]),
+            ..Default::default()
+        };
         let err = open.clone().resolve(None).unwrap_err();
         assert!(err.to_string().contains("MPHUB_AUTHKEY"), "{err}");
         assert!(open.resolve(Some(b"k".to_vec())).is_ok());
@@ -367,8 +406,12 @@ mod tests {
 
     #[test]
     fn flags_beat_the_file() {
-        let file: FileConfig = toml::from_str("max_frame = \"1MiB\"\nslow_consumer = \"drop\"").unwrap();
-        let flags = FileConfig { max_frame: Some(Size::Bytes(10)), ..Default::default() };
+        let file: FileConfig =
+            toml::from_str("max_frame = \"1MiB\"\nslow_consumer = \"drop\"").unwrap();
+        let flags = FileConfig {
+            max_frame: Some(Size::Bytes(10)),
+            ..Default::default()
+        };
         let c = file.merge(flags).resolve(None).unwrap();
         assert_eq!(c.max_frame, 10);
         assert_eq!(c.slow_consumer, SlowConsumer::Drop);

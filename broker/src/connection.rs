@@ -45,7 +45,10 @@ impl std::fmt::Display for Close {
             Close::Truncated => write!(f, "client closed inside a frame"),
             Close::Goodbye => write!(f, "client sent \"close\""),
             Close::BadFrame(e) => write!(f, "{e}"),
-            Close::Killed => write!(f, "closed by the broker (slow consumer or shutdown deadline)"),
+            Close::Killed => write!(
+                f,
+                "closed by the broker (slow consumer or shutdown deadline)"
+            ),
             Close::Shutdown => write!(f, "broker shutting down"),
             Close::ReadError(e) => write!(f, "read error: {e}"),
         }
@@ -74,7 +77,8 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer_addr: String, id: u
             let result = async {
                 let challenge = mphub_protocol::io::random_challenge()?;
                 let mut both = tokio::io::join(&mut r, &mut w);
-                mphub_protocol::io::drive(&mut both, &mut buf, Handshake::listener(key, challenge)).await
+                mphub_protocol::io::drive(&mut both, &mut buf, Handshake::listener(key, challenge))
+                    .await
             };
             let outcome = tokio::time::timeout(shared.config.handshake_timeout, result).await;
             let err = match outcome {
@@ -83,7 +87,11 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer_addr: String, id: u
                 Err(_) => Some(mphub_protocol::HandshakeError::Timeout),
             };
             if let Some(e) = err {
-                shared.metrics.auth_failures.with_label_values(&[e.kind()]).inc();
+                shared
+                    .metrics
+                    .auth_failures
+                    .with_label_values(&[e.kind()])
+                    .inc();
                 info!(peer = %peer_addr, reason = %e, "authentication failed; connection closed");
                 return;
             }
@@ -92,7 +100,12 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer_addr: String, id: u
         info!(peer = %peer_addr, "connection opened");
 
         let kill = shared.hard_stop.child_token();
-        let (peer, rx) = Peer::new(id, shared.config.outbound_limit, shared.config.slow_consumer, kill.clone());
+        let (peer, rx) = Peer::new(
+            id,
+            shared.config.outbound_limit,
+            shared.config.slow_consumer,
+            kill.clone(),
+        );
         let peer = Arc::new(peer);
         let finish = CancellationToken::new();
         let writer = tokio::spawn(writer::run(w, rx, peer.clone(), finish.clone()));
@@ -162,7 +175,7 @@ impl Conn<'_> {
                         }
                     }
                     Ok(Check::Incomplete { missing }) => {
-                        let want = (missing as usize).min(READ_CHUNK * 16).max(READ_CHUNK / 8);
+                        let want = (missing as usize).clamp(READ_CHUNK / 8, READ_CHUNK * 16);
                         buf.reserve(want);
                         break;
                     }
@@ -171,8 +184,13 @@ impl Conn<'_> {
                             FrameError::TooLarge { .. } => "too_large",
                             FrameError::NegativeLength(_) => "bad_frame",
                         };
-                        self.shared.metrics.protocol_errors.with_label_values(&[kind]).inc();
-                        self.peer.reply(reply::error(&format!("{e}; closing the connection")));
+                        self.shared
+                            .metrics
+                            .protocol_errors
+                            .with_label_values(&[kind])
+                            .inc();
+                        self.peer
+                            .reply(reply::error(&format!("{e}; closing the connection")));
                         self.fold();
                         return Close::BadFrame(e);
                     }
@@ -222,10 +240,14 @@ impl Conn<'_> {
             m.bytes_delivered.inc_by(c.delivered_bytes);
         }
         if c.dropped > 0 {
-            m.messages_dropped.with_label_values(&["slow_consumer"]).inc_by(c.dropped);
+            m.messages_dropped
+                .with_label_values(&["slow_consumer"])
+                .inc_by(c.dropped);
         }
         if c.closed > 0 {
-            m.messages_dropped.with_label_values(&["closed"]).inc_by(c.closed);
+            m.messages_dropped
+                .with_label_values(&["closed"])
+                .inc_by(c.closed);
         }
     }
 
@@ -252,27 +274,27 @@ impl Conn<'_> {
             }
             Envelope::Subscribe(i) => {
                 let key = (i.pattern.to_string(), i.group.as_deref().map(str::to_owned));
-                if !self.subs.contains(&key) && self.subs.len() >= self.shared.config.max_subscriptions {
+                if !self.subs.contains(&key)
+                    && self.subs.len() >= self.shared.config.max_subscriptions
+                {
                     self.refuse(&format!(
                         "subscription limit reached: this connection holds {} (max_subscriptions)",
                         self.subs.len()
                     ));
                     return None;
                 }
-                if let crate::index::Added::New(_) =
-                    self.shared.index.subscribe(self.peer, &i.pattern, i.group.as_deref())
-                {
-                    self.shared.metrics.subscriptions.inc();
-                }
+                self.shared
+                    .index
+                    .subscribe(self.peer, &i.pattern, i.group.as_deref());
                 self.subs.insert(key);
                 self.peer.reply(reply::ok("$sub", &i));
             }
             Envelope::Unsubscribe(i) => {
                 let key = (i.pattern.to_string(), i.group.as_deref().map(str::to_owned));
-                if self.subs.remove(&key)
-                    && self.shared.index.unsubscribe(self.peer.id, &i.pattern, i.group.as_deref()).is_ok()
-                {
-                    self.shared.metrics.subscriptions.dec();
+                if self.subs.remove(&key) {
+                    self.shared
+                        .index
+                        .unsubscribe(self.peer.id, &i.pattern, i.group.as_deref());
                 }
                 self.peer.reply(reply::ok("$unsub", &i));
             }
@@ -290,7 +312,11 @@ impl Conn<'_> {
     }
 
     fn refuse(&mut self, reason: &str) {
-        self.shared.metrics.protocol_errors.with_label_values(&["invalid_message"]).inc();
+        self.shared
+            .metrics
+            .protocol_errors
+            .with_label_values(&["invalid_message"])
+            .inc();
         self.peer.reply(reply::error(reason));
     }
 
@@ -316,9 +342,9 @@ impl Conn<'_> {
 
     fn unsubscribe_all(&mut self) {
         for (pattern, group) in self.subs.drain() {
-            if self.shared.index.unsubscribe(self.peer.id, &pattern, group.as_deref()).is_ok() {
-                self.shared.metrics.subscriptions.dec();
-            }
+            self.shared
+                .index
+                .unsubscribe(self.peer.id, &pattern, group.as_deref());
         }
     }
 }

@@ -54,9 +54,15 @@ pub struct Matches {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Interest {
     /// The first local subscriber (or group member) of `pattern` arrived.
-    Gained { pattern: String, group: Option<String> },
+    Gained {
+        pattern: String,
+        group: Option<String>,
+    },
     /// The last one left.
-    Lost { pattern: String, group: Option<String> },
+    Lost {
+        pattern: String,
+        group: Option<String>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -113,7 +119,9 @@ impl Node {
                 ">" => self.gt.as_deref_mut(),
                 t => self.literal.get_mut(t),
             };
-            let Some(child) = child else { return (false, false) };
+            let Some(child) = child else {
+                return (false, false);
+            };
             let (removed, still) = child.remove(rest, id, group);
             (removed, still, child.is_empty())
         };
@@ -174,7 +182,11 @@ impl Collect {
             .map(|(name, m)| {
                 let mut members: Vec<_> = m.into_values().collect();
                 members.sort_by_key(|p| p.id);
-                Group { name, members, next: AtomicUsize::new(0) }
+                Group {
+                    name,
+                    members,
+                    next: AtomicUsize::new(0),
+                }
             })
             .collect();
         groups.sort_by(|a, b| a.name.cmp(&b.name));
@@ -190,6 +202,15 @@ pub struct Index {
     subscriptions: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
+}
+
+/// What an unsubscribe did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removed {
+    /// The connection did not hold that subscription.
+    NotHeld,
+    /// Removed; `Some` when the pattern/group lost its last subscriber.
+    Removed(Option<Interest>),
 }
 
 /// What a subscribe did.
@@ -232,18 +253,17 @@ impl Index {
         }))
     }
 
-    /// Removes one subscription; `Ok(Some(_))` when the pattern/group lost its last subscriber,
-    /// `Err(())` when the connection did not hold it.
-    pub fn unsubscribe(&self, id: u64, pattern: &str, group: Option<&str>) -> Result<Option<Interest>, ()> {
+    /// Removes one subscription.
+    pub fn unsubscribe(&self, id: u64, pattern: &str, group: Option<&str>) -> Removed {
         let tokens: Vec<&str> = pattern.split('.').collect();
         let mut trie = self.trie.write().unwrap_or_else(|p| p.into_inner());
         let (removed, still) = trie.remove(&tokens, id, group);
         if !removed {
-            return Err(());
+            return Removed::NotHeld;
         }
         self.subscriptions.fetch_sub(1, Ordering::Relaxed);
         self.cache.clear();
-        Ok((!still).then(|| Interest::Lost {
+        Removed::Removed((!still).then(|| Interest::Lost {
             pattern: pattern.to_owned(),
             group: group.map(str::to_owned),
         }))
@@ -281,7 +301,10 @@ impl Index {
 
     /// Match-cache hits and misses since start.
     pub fn cache_stats(&self) -> (u64, u64) {
-        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -318,12 +341,18 @@ mod tests {
     fn interest_is_reported_on_first_and_last() {
         let idx = Index::default();
         let (a, b) = (peer(1), peer(2));
-        assert!(matches!(idx.subscribe(&a, "a.*", None), Added::New(Some(Interest::Gained { .. }))));
+        assert!(matches!(
+            idx.subscribe(&a, "a.*", None),
+            Added::New(Some(Interest::Gained { .. }))
+        ));
         assert_eq!(idx.subscribe(&b, "a.*", None), Added::New(None));
         assert_eq!(idx.subscribe(&b, "a.*", None), Added::Already);
-        assert_eq!(idx.unsubscribe(1, "a.*", None), Ok(None));
-        assert!(matches!(idx.unsubscribe(2, "a.*", None), Ok(Some(Interest::Lost { .. }))));
-        assert_eq!(idx.unsubscribe(2, "a.*", None), Err(()));
+        assert_eq!(idx.unsubscribe(1, "a.*", None), Removed::Removed(None));
+        assert!(matches!(
+            idx.unsubscribe(2, "a.*", None),
+            Removed::Removed(Some(Interest::Lost { .. }))
+        ));
+        assert_eq!(idx.unsubscribe(2, "a.*", None), Removed::NotHeld);
         assert!(idx.is_empty());
         assert!(idx.lookup("a.b").plain.is_empty());
     }
@@ -335,7 +364,7 @@ mod tests {
         assert!(idx.lookup("t").plain.is_empty());
         idx.subscribe(&a, "t", None);
         assert_eq!(ids(&idx.lookup("t")), vec![1]);
-        idx.unsubscribe(1, "t", None).unwrap();
+        idx.unsubscribe(1, "t", None);
         assert!(idx.lookup("t").plain.is_empty());
     }
 

@@ -51,7 +51,10 @@ pub struct Shared {
 #[derive(Debug, Error)]
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: ListenAddr, source: std::io::Error },
+    Bind {
+        addr: ListenAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A running broker.
@@ -67,9 +70,10 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
     for addr in &config.listen {
-        let (l, local) = net::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr: addr.clone(), source })?;
+        let (l, local) = net::bind(addr).await.map_err(|source| StartError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
         info!("mphub listening on {local}");
         listeners.push(l);
         addrs.push(local);
@@ -92,7 +96,11 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
         accept.spawn(server::accept_loop(shared.clone(), l, limit.clone()));
     }
     accept.close();
-    Ok(Broker { shared, addrs, accept })
+    Ok(Broker {
+        shared,
+        addrs,
+        accept,
+    })
 }
 
 impl Broker {
@@ -113,8 +121,14 @@ impl Broker {
         self.accept.wait().await;
         self.shared.tracker.close();
         let deadline = self.shared.config.shutdown_timeout;
-        if tokio::time::timeout(deadline, self.shared.tracker.wait()).await.is_err() {
-            warn!(?deadline, "shutdown deadline passed; dropping what is still queued");
+        if tokio::time::timeout(deadline, self.shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                ?deadline,
+                "shutdown deadline passed; dropping what is still queued"
+            );
             self.shared.hard_stop.cancel();
             self.shared.tracker.wait().await;
         }

@@ -52,7 +52,11 @@ impl Metrics {
         let r = Registry::new();
         let m = Metrics {
             connections: gauge(&r, "mphub_connections", "Client connections open now."),
-            connections_total: counter(&r, "mphub_connections_total", "Client connections accepted."),
+            connections_total: counter(
+                &r,
+                "mphub_connections_total",
+                "Client connections accepted.",
+            ),
             connections_rejected: counter(
                 &r,
                 "mphub_connections_rejected_total",
@@ -64,13 +68,21 @@ impl Metrics {
                 "Handshakes that failed, by kind (wrong_key, malformed, timeout, ...).",
                 "kind",
             ),
-            messages_received: counter(&r, "mphub_messages_received_total", "Frames received after the handshake."),
+            messages_received: counter(
+                &r,
+                "mphub_messages_received_total",
+                "Frames received after the handshake.",
+            ),
             messages_delivered: counter(
                 &r,
                 "mphub_messages_delivered_total",
                 "Publishes queued to subscribers (one per subscriber).",
             ),
-            bytes_received: counter(&r, "mphub_bytes_received_total", "Frame bytes received, headers included."),
+            bytes_received: counter(
+                &r,
+                "mphub_bytes_received_total",
+                "Frame bytes received, headers included.",
+            ),
             bytes_delivered: counter(
                 &r,
                 "mphub_bytes_delivered_total",
@@ -87,7 +99,11 @@ impl Metrics {
                 "mphub_slow_consumers_total",
                 "Connections closed because their outbound queue passed the limit.",
             ),
-            subscriptions: gauge(&r, "mphub_subscriptions", "Subscriptions and queue-group memberships held now."),
+            subscriptions: gauge(
+                &r,
+                "mphub_subscriptions",
+                "Subscriptions and queue-group memberships held now.",
+            ),
             protocol_errors: counter_vec(
                 &r,
                 "mphub_protocol_errors_total",
@@ -97,7 +113,15 @@ impl Metrics {
             registry: r,
         };
         // Make the labelled series visible from the start, at zero.
-        for kind in ["wrong_key", "malformed", "unknown_digest", "timeout", "closed", "bad_frame", "io"] {
+        for kind in [
+            "wrong_key",
+            "malformed",
+            "unknown_digest",
+            "timeout",
+            "closed",
+            "bad_frame",
+            "io",
+        ] {
             m.auth_failures.with_label_values(&[kind]);
         }
         for reason in ["slow_consumer", "closed"] {
@@ -107,6 +131,20 @@ impl Metrics {
             m.protocol_errors.with_label_values(&[kind]);
         }
         m
+    }
+}
+
+impl Metrics {
+    /// Brings the gauges derived from live state up to date, then encodes every family in the
+    /// Prometheus text format.
+    pub fn render(&self, index: &crate::index::Index) -> String {
+        self.subscriptions.set(index.len() as i64);
+        let mut out = String::new();
+        let encoder = prometheus::TextEncoder::new();
+        if let Err(e) = encoder.encode_utf8(&self.registry.gather(), &mut out) {
+            out = format!("# encoding failed: {e}\n");
+        }
+        out
     }
 }
 

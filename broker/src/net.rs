@@ -40,7 +40,10 @@ pub async fn bind(addr: &ListenAddr) -> io::Result<(Listener, ListenAddr)> {
             let sa = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
             let std_listener = std::os::unix::net::UnixListener::bind_addr(&sa)?;
             std_listener.set_nonblocking(true)?;
-            Ok((Listener::Unix(UnixListener::from_std(std_listener)?), addr.clone()))
+            Ok((
+                Listener::Unix(UnixListener::from_std(std_listener)?),
+                addr.clone(),
+            ))
         }
     }
 }
@@ -113,7 +116,11 @@ impl ReadHalf {
 }
 
 impl AsyncRead for ReadHalf {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ReadHalf::Tcp(r) => Pin::new(r).poll_read(cx, buf),
             ReadHalf::Unix(r) => Pin::new(r).poll_read(cx, buf),
@@ -122,7 +129,11 @@ impl AsyncRead for ReadHalf {
 }
 
 impl AsyncWrite for WriteHalf {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             WriteHalf::Tcp(w) => Pin::new(w).poll_write(cx, buf),
             WriteHalf::Unix(w) => Pin::new(w).poll_write(cx, buf),

@@ -42,7 +42,9 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: Listener, limit: Arc<Sem
             continue;
         };
         shared.metrics.connections_total.inc();
-        let id = shared.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = shared
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let s = shared.clone();
         shared.tracker.spawn(async move {
             connection::serve(s, stream, peer, id).await;

@@ -18,11 +18,19 @@ fn pickles() -> Vec<(&'static str, Vec<u8>)> {
 fn classify(c: &mut Criterion) {
     let mut scanner = Scanner::default();
     for (name, body) in pickles() {
-        assert!(matches!(scanner.classify(&body), mphub_protocol::Envelope::Publish { .. }), "{name}");
-        c.bench_function(name, |b| b.iter(|| {
-            let e = scanner.classify(black_box(&body));
-            black_box(&e);
-        }));
+        assert!(
+            matches!(
+                scanner.classify(&body),
+                mphub_protocol::Envelope::Publish { .. }
+            ),
+            "{name}"
+        );
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let e = scanner.classify(black_box(&body));
+                black_box(&e);
+            })
+        });
     }
 }
 

@@ -2,6 +2,8 @@
 //! pickles classify as what they are, broken ones are `Invalid` with a reason, and every
 //! handshake transcript replays byte for byte in both roles.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 
 use mphub_protocol::envelope::BigIntText;

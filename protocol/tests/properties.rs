@@ -1,5 +1,7 @@
 //! Property tests: framing is indifferent to how bytes arrive; the scanner never panics.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bytes::BytesMut;
 use mphub_protocol::{frame, Scanner};
 use proptest::prelude::*;

@@ -1,6 +1,8 @@
 //! The broker's replies unpickle, in a real CPython, to exactly the tuples the protocol promises.
 //! Uses `python3` (and the CPython 3.13 from `tests/python/fetch-cpython313.sh` when cached).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::borrow::Cow;
 use std::io::Write;
 use std::path::PathBuf;
@@ -39,23 +41,47 @@ fn python_reprs(python: &PathBuf, frames: &[bytes::Bytes]) -> Vec<String> {
     drop(stdin);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
 fn cpython_unpickles_every_reply_to_the_promised_tuple() {
-    let sub = Interest { pattern: Cow::Borrowed("a.*"), group: None };
-    let grp = Interest { pattern: Cow::Borrowed("jobs.>"), group: Some(Cow::Borrowed("workers")) };
+    let sub = Interest {
+        pattern: Cow::Borrowed("a.*"),
+        group: None,
+    };
+    let grp = Interest {
+        pattern: Cow::Borrowed("jobs.>"),
+        group: Some(Cow::Borrowed("workers")),
+    };
     let cases = vec![
         (reply::ok("$sub", &sub), "('$ok', ('$sub', 'a.*'))"),
-        (reply::ok("$unsub", &grp), "('$ok', ('$unsub', ('jobs.>', 'workers')))"),
+        (
+            reply::ok("$unsub", &grp),
+            "('$ok', ('$unsub', ('jobs.>', 'workers')))",
+        ),
         (reply::pong(&Token::None), "('$pong', None)"),
         (reply::pong(&Token::Bool(true)), "('$pong', True)"),
         (reply::pong(&Token::Int(-5)), "('$pong', -5)"),
-        (reply::pong(&Token::BigInt(BigIntText::LeBytes(&[0, 0, 0, 0, 0, 0, 0, 0, 1]))), "('$pong', 18446744073709551616)"),
-        (reply::pong(&Token::Str(Cow::Borrowed("tök"))), "('$pong', 'tök')"),
+        (
+            reply::pong(&Token::BigInt(BigIntText::LeBytes(&[
+                0, 0, 0, 0, 0, 0, 0, 0, 1,
+            ]))),
+            "('$pong', 18446744073709551616)",
+        ),
+        (
+            reply::pong(&Token::Str(Cow::Borrowed("tök"))),
+            "('$pong', 'tök')",
+        ),
         (reply::pong(&Token::Bytes(b"\x00b")), "('$pong', b'\\x00b')"),
-        (reply::error("topic \"a b\" contains whitespace"), "('$error', 'topic \"a b\" contains whitespace')"),
+        (
+            reply::error("topic \"a b\" contains whitespace"),
+            "('$error', 'topic \"a b\" contains whitespace')",
+        ),
     ];
     let frames: Vec<_> = cases.iter().map(|c| c.0.clone()).collect();
     for python in pythons() {
