@@ -10,9 +10,12 @@ use mphub_broker::config::{FileConfig, LogFormat, Size, SlowConsumer};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Flags {
-    /// Address to accept clients on: host:port, [v6]:port, unix:/path or unix:@name. Repeat
-    /// for several. Default 127.0.0.1:6000.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        help = "Address to accept clients on: host:port, [v6]:port, unix:/path or unix:@name. \
+                Repeat for several. Default 127.0.0.1:6000."
+    )]
     listen: Vec<String>,
     /// HTTP address for /metrics and /healthz, or `off`. Default 127.0.0.1:6001.
     #[arg(long, value_name = "ADDR|off")]
