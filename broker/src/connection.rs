@@ -21,8 +21,13 @@ use crate::Shared;
 /// Frames smaller than this are copied out of the read buffer once (not per subscriber), so a
 /// slow subscriber holding a small frame never pins a whole read buffer.
 const COPY_BELOW: usize = 16 << 10;
-/// How much the read buffer grows by at a time.
-const READ_CHUNK: usize = 64 << 10;
+/// The read buffer's spare room starts here and halves back towards it when reads are small,
+/// so an idle connection costs little memory...
+const READ_MIN: usize = 1 << 10;
+/// ...and doubles up to here while reads fill it, so a busy one needs few system calls.
+const READ_MAX: usize = 256 << 10;
+/// Most reserved at once for one large frame (the buffer grows as its bytes arrive).
+const FRAME_STEP: usize = 1 << 20;
 /// In no-auth mode, silence this long from a new client earns a hint in the log.
 const SILENT_HINT: Duration = Duration::from_secs(3);
 
@@ -72,7 +77,7 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer_addr: String, id: u
     async move {
         let started = Instant::now();
         let (mut r, mut w) = stream.into_split();
-        let mut buf = BytesMut::with_capacity(8 << 10);
+        let mut buf = BytesMut::new();
         if let Some(key) = shared.config.authkey.as_deref() {
             let result = async {
                 let challenge = mphub_protocol::io::random_challenge()?;
@@ -155,6 +160,7 @@ struct Conn<'a> {
 impl Conn<'_> {
     async fn read_loop(&mut self, r: &mut ReadHalf, buf: &mut BytesMut) -> Close {
         let max = self.shared.config.max_frame;
+        let mut room = READ_MIN;
         let mut heard = !buf.is_empty() || self.shared.config.authkey.is_some();
         loop {
             // Check, then parse: route every whole frame already buffered.
@@ -175,8 +181,7 @@ impl Conn<'_> {
                         }
                     }
                     Ok(Check::Incomplete { missing }) => {
-                        let want = (missing as usize).clamp(READ_CHUNK / 8, READ_CHUNK * 16);
-                        buf.reserve(want);
+                        buf.reserve((missing as usize).min(FRAME_STEP).max(room));
                         break;
                     }
                     Err(e) => {
@@ -197,6 +202,7 @@ impl Conn<'_> {
                 }
             }
             self.fold();
+            let spare = buf.capacity() - buf.len();
             // Cancel safety: `read_buf` is cancel safe (no bytes are lost when another branch
             // wins), and so are `cancelled` and `sleep`.
             let read = tokio::select! {
@@ -217,9 +223,16 @@ impl Conn<'_> {
             match read {
                 Ok(0) if buf.is_empty() => return Close::Eof,
                 Ok(0) => return Close::Truncated,
-                Ok(_) => {
+                Ok(n) => {
                     heard = true;
                     r.quickack();
+                    room = if n >= spare {
+                        (room * 2).min(READ_MAX)
+                    } else if n < room / 4 {
+                        (room / 2).max(READ_MIN)
+                    } else {
+                        room
+                    };
                 }
                 Err(e) => return Close::ReadError(e),
             }

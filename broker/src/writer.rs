@@ -36,7 +36,8 @@ pub async fn run(
     finish: CancellationToken,
 ) -> (Ended, u64) {
     let mut written = 0u64;
-    let mut batch: Vec<Bytes> = Vec::with_capacity(BATCH);
+    // Starts empty (an idle connection costs nothing here) and grows with bursts.
+    let mut batch: Vec<Bytes> = Vec::new();
     loop {
         // Cancel safety: `recv_many` and `cancelled` are cancel safe; `biased` drains the queue
         // before honouring `finish`, so a clean close flushes everything queued before it.
@@ -58,6 +59,10 @@ pub async fn run(
         peer.written(bytes);
         written += batch.len() as u64;
         batch.clear();
+        if n < BATCH / 8 {
+            // After a burst, give the room back once traffic is light again.
+            batch.shrink_to(BATCH / 8);
+        }
         if let Err(e) = res {
             return (Ended::Failed(e), written);
         }
