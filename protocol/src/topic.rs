@@ -77,30 +77,45 @@ fn check_common(s: &str) -> Result<(), TopicError> {
     if s.len() > MAX_LEN {
         return Err(TopicError::TooLong(s.len()));
     }
-    if s.chars().any(char::is_whitespace) {
+    let whitespace = if s.is_ascii() {
+        s.bytes().any(|b| b.is_ascii_whitespace() || b == b'\x0b')
+    } else {
+        s.chars().any(char::is_whitespace)
+    };
+    if whitespace {
         return Err(TopicError::Whitespace);
     }
     Ok(())
 }
 
 /// Checks a topic someone publishes to (no wildcards; `$` topics are not for publishing).
+/// One pass over the bytes: this runs for every publish.
 pub fn validate_topic(topic: &str) -> Result<(), TopicError> {
     check_common(topic)?;
-    if topic.starts_with('$') {
+    let bytes = topic.as_bytes();
+    if bytes[0] == b'$' {
         return Err(TopicError::Reserved);
     }
-    let mut count = 0;
-    for token in topic.split('.') {
-        count += 1;
-        if token.is_empty() {
-            return Err(TopicError::EmptyToken);
-        }
-        if token.contains(['*', '>']) {
-            return Err(TopicError::WildcardInTopic);
+    let mut tokens = 1;
+    let mut token_len = 0;
+    for &b in bytes {
+        match b {
+            b'.' => {
+                if token_len == 0 {
+                    return Err(TopicError::EmptyToken);
+                }
+                tokens += 1;
+                token_len = 0;
+            }
+            b'*' | b'>' => return Err(TopicError::WildcardInTopic),
+            _ => token_len += 1,
         }
     }
-    if count > MAX_TOKENS {
-        return Err(TopicError::TooManyTokens(count));
+    if token_len == 0 {
+        return Err(TopicError::EmptyToken);
+    }
+    if tokens > MAX_TOKENS {
+        return Err(TopicError::TooManyTokens(tokens));
     }
     Ok(())
 }

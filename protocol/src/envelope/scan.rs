@@ -300,14 +300,21 @@ impl Scanner {
     fn memo_put(&mut self, idx: u64) -> Result<(), ScanError> {
         let v = self.top()?;
         let idx = idx as usize;
-        if idx >= self.memo.len() {
+        let fresh = if idx == self.memo.len() {
+            // The common case: MEMOIZE, or PUT with the next index.
+            self.memo.push(Some(v));
+            true
+        } else if idx < self.memo.len() {
+            self.memo[idx].replace(v).is_none()
+        } else if idx <= self.memo.len() + 1024 {
+            self.memo.resize(idx, None);
+            self.memo.push(Some(v));
+            true
+        } else {
             // Dense in every real pickle; refuse sparse indexes rather than allocate for them.
-            if idx > self.memo.len() + 1024 {
-                return Err(format!("pickle memo index {idx} out of range"));
-            }
-            self.memo.resize(idx + 1, None);
-        }
-        if self.memo[idx].replace(v).is_none() {
+            return Err(format!("pickle memo index {idx} out of range"));
+        };
+        if fresh {
             self.memo_count += 1;
             if self.stack.len() + self.memo_count > self.limit {
                 return Err(format!(
