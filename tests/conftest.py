@@ -33,6 +33,9 @@ class Broker:
         )
         self.lines = []
         self.addrs = []
+        self.metrics_url = None
+        flag = args.index("--metrics") if "--metrics" in args else None
+        self._want_metrics = flag is None or args[flag + 1] != "off"
         self._expected = max(1, sum(1 for a in args if a == "--listen"))
         self._listening = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -44,11 +47,14 @@ class Broker:
     def _read(self):
         for line in self.proc.stderr:
             self.lines.append(line.rstrip("\n"))
+            u = re.search(r"mphub metrics on (http://\S+)", line)
+            if u:
+                self.metrics_url = u.group(1)
             m = re.search(r"mphub listening on (\S+)", line)
             if m:
                 self.addrs.append(m.group(1))
-                if len(self.addrs) >= self._expected:
-                    self._listening.set()
+            if len(self.addrs) >= self._expected and (self.metrics_url or not self._want_metrics):
+                self._listening.set()
         self._listening.set()
 
     @property

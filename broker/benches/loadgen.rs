@@ -2,6 +2,7 @@
 //!
 //!     cargo bench -p mphub-broker --bench loadgen             # full run
 //!     cargo bench -p mphub-broker --bench loadgen -- --quick  # a short one
+//!     cargo bench -p mphub-broker --bench loadgen -- --quick --runs 3 --metrics-off
 //!
 //! It builds nothing itself: it runs `target/release/mphub` (or `$MPHUB_BIN`), without an authkey
 //! on loopback, with a large outbound limit so throughput runs measure routing, not drops.
@@ -25,7 +26,7 @@ struct Broker {
 }
 
 impl Broker {
-    fn start() -> Broker {
+    fn start(metrics: bool) -> Broker {
         let bin = std::env::var("MPHUB_BIN").unwrap_or_else(|_| {
             concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/mphub").to_string()
         });
@@ -249,6 +250,9 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if quick { 1 } else { 3 });
     let scale = if quick { 0.2 } else { 1.0 };
+    // `--metrics-off` runs the broker with `--metrics off` (no endpoint, no per-publish timing).
+    let metrics = !args.iter().any(|a| a == "--metrics-off");
+    println!("broker metrics: {}", if metrics { "on" } else { "off" });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -269,7 +273,7 @@ fn main() {
         let mut rates = Vec::new();
         let mut cpu = Vec::new();
         for _ in 0..runs {
-            let b = Broker::start();
+            let b = Broker::start(metrics);
             let c0 = b.cpu_seconds();
             let rate = rt.block_on(throughput(&b.addr, pubs, subs, size, per_pub));
             let delivered = (per_pub * pubs as u64 * subs as u64) as f64;
@@ -284,7 +288,7 @@ fn main() {
     let mut p99 = Vec::new();
     let mut p999 = Vec::new();
     for _ in 0..runs {
-        let b = Broker::start();
+        let b = Broker::start(metrics);
         let (a, c, d) = rt.block_on(latency(&b.addr, 20_000, if quick { 1 } else { 3 }));
         p50.push(a);
         p99.push(c);
@@ -297,7 +301,7 @@ fn main() {
     let n = if quick { 2_000 } else { 10_000 };
     let mut per = Vec::new();
     for _ in 0..runs {
-        let b = Broker::start();
+        let b = Broker::start(metrics);
         per.push(rt.block_on(idle_rss(&b, &b.addr, n)));
     }
     let (m, lo, hi) = stats(per);

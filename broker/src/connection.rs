@@ -113,7 +113,10 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer_addr: String, id: u
         );
         let peer = Arc::new(peer);
         let finish = CancellationToken::new();
-        let writer = tokio::spawn(writer::run(w, rx, peer.clone(), finish.clone()));
+        let timing = shared.config.metrics.is_some();
+        let wait = timing.then(|| shared.metrics.queue_wait.clone());
+        let writer = tokio::spawn(writer::run(w, rx, peer.clone(), finish.clone(), wait));
+        shared.peers.insert(id, peer.clone());
 
         let mut conn = Conn {
             shared: &shared,
@@ -122,10 +125,14 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer_addr: String, id: u
             subs: HashSet::new(),
             counts: Counts::default(),
             received_total: 0,
+            fanout: shared.metrics.fanout.clone(),
+            timing,
+            epoch: Instant::now(),
         };
         let why = conn.read_loop(&mut r, &mut buf).await;
         let received = conn.received_total;
         conn.unsubscribe_all();
+        shared.peers.remove(&id);
         finish.cancel();
         let (ended, sent) = writer.await.unwrap_or((Ended::Killed, 0));
         shared.metrics.connections.dec();
@@ -155,6 +162,12 @@ struct Conn<'a> {
     subs: HashSet<(String, Option<String>)>,
     counts: Counts,
     received_total: u64,
+    /// Subscribers per publish. (Observed directly: prometheus 0.14's `LocalHistogram` loses
+    /// flushed samples after a scrape has flipped the histogram's shards.)
+    fanout: prometheus::Histogram,
+    /// Whether metrics are served: only then is each publish timed and its fan-out observed.
+    timing: bool,
+    epoch: Instant,
 }
 
 impl Conn<'_> {
@@ -271,18 +284,27 @@ impl Conn<'_> {
         match self.scanner.classify(&wire[header..]) {
             Envelope::Publish { topic } => {
                 let matches = self.shared.index.lookup(&topic);
+                let at = if self.timing {
+                    Instant::now()
+                } else {
+                    self.epoch
+                };
+                let before = self.counts.delivered;
                 for p in &matches.plain {
-                    self.offer(p, &wire);
+                    self.offer(p, &wire, at);
                 }
                 for g in &matches.groups {
                     // Skip members that are closing; try each member at most once.
                     for _ in 0..g.members.len() {
                         let Some(p) = g.pick() else { break };
                         if !p.kill.is_cancelled() {
-                            self.offer(p, &wire);
+                            self.offer(p, &wire, at);
                             break;
                         }
                     }
+                }
+                if self.timing {
+                    self.fanout.observe((self.counts.delivered - before) as f64);
                 }
             }
             Envelope::Subscribe(i) => {
@@ -311,7 +333,11 @@ impl Conn<'_> {
                 }
                 self.peer.reply(reply::ok("$unsub", &i));
             }
-            Envelope::Ping(token) => self.peer.reply(reply::pong(&token)),
+            Envelope::Ping(token) => {
+                // Make the metrics agree with the barrier: whoever sees the pong can scrape.
+                self.fold();
+                self.peer.reply(reply::pong(&token));
+            }
             Envelope::Metrics { .. } => {
                 self.refuse("worker metrics ($metrics) are not supported by this broker yet");
             }
@@ -333,8 +359,8 @@ impl Conn<'_> {
         self.peer.reply(reply::error(reason));
     }
 
-    fn offer(&mut self, p: &Arc<Peer>, wire: &Bytes) {
-        match p.deliver(wire) {
+    fn offer(&mut self, p: &Arc<Peer>, wire: &Bytes, at: Instant) {
+        match p.deliver(wire, at) {
             Delivery::Queued => {
                 self.counts.delivered += 1;
                 self.counts.delivered_bytes += wire.len() as u64;

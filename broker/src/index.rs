@@ -299,6 +299,11 @@ impl Index {
         self.len() == 0
     }
 
+    /// Topics in the match cache now.
+    pub fn cache_len(&self) -> usize {
+        self.cache.len()
+    }
+
     /// Match-cache hits and misses since start.
     pub fn cache_stats(&self) -> (u64, u64) {
         (

@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod http;
 pub mod index;
 pub mod metrics;
 pub mod net;
@@ -44,7 +45,19 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Cancelled when the shutdown deadline passes: drop whatever is still queued.
     pub hard_stop: CancellationToken,
+    /// Cancelled when every connection is closed: the metrics endpoint stops then.
+    pub stopped: CancellationToken,
     pub tracker: TaskTracker,
+    /// Every open connection's queue handle, for the outbound-depth metrics.
+    pub peers: dashmap::DashMap<u64, Arc<peer::Peer>>,
+}
+
+impl Shared {
+    /// The Prometheus text for `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        self.metrics
+            .render(&self.index, self.peers.iter().map(|p| p.value().queued()))
+    }
 }
 
 /// The broker could not start.
@@ -55,6 +68,11 @@ pub enum StartError {
         addr: ListenAddr,
         source: std::io::Error,
     },
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A running broker.
@@ -62,6 +80,7 @@ pub enum StartError {
 pub struct Broker {
     shared: Arc<Shared>,
     addrs: Vec<ListenAddr>,
+    metrics_addr: Option<std::net::SocketAddr>,
     accept: TaskTracker,
 }
 
@@ -89,9 +108,25 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
         next_id: AtomicU64::new(1),
         shutdown: CancellationToken::new(),
         hard_stop: CancellationToken::new(),
+        stopped: CancellationToken::new(),
         tracker: TaskTracker::new(),
+        peers: dashmap::DashMap::new(),
     });
     let accept = TaskTracker::new();
+    let metrics_addr = match shared.config.metrics {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Metrics { addr, source })?;
+            let local = l
+                .local_addr()
+                .map_err(|source| StartError::Metrics { addr, source })?;
+            info!("mphub metrics on http://{local}/metrics");
+            accept.spawn(http::serve(shared.clone(), l));
+            Some(local)
+        }
+        None => None,
+    };
     for l in listeners {
         accept.spawn(server::accept_loop(shared.clone(), l, limit.clone()));
     }
@@ -99,6 +134,7 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
     Ok(Broker {
         shared,
         addrs,
+        metrics_addr,
         accept,
     })
 }
@@ -107,6 +143,11 @@ impl Broker {
     /// The addresses really bound (port 0 resolved), in the order configured.
     pub fn addrs(&self) -> &[ListenAddr] {
         &self.addrs
+    }
+
+    /// The metrics HTTP address really bound, if metrics are on.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
     }
 
     /// The shared state (metrics, index), for tests and the metrics endpoint.
@@ -118,7 +159,6 @@ impl Broker {
     /// everything and returns.
     pub async fn shutdown(self) {
         self.shared.shutdown.cancel();
-        self.accept.wait().await;
         self.shared.tracker.close();
         let deadline = self.shared.config.shutdown_timeout;
         if tokio::time::timeout(deadline, self.shared.tracker.wait())
@@ -132,6 +172,9 @@ impl Broker {
             self.shared.hard_stop.cancel();
             self.shared.tracker.wait().await;
         }
+        // The metrics endpoint answers 503 on /healthz until here.
+        self.shared.stopped.cancel();
+        self.accept.wait().await;
         for addr in &self.addrs {
             if let ListenAddr::Unix(path) = addr {
                 let _ = std::fs::remove_file(path);

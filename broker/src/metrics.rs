@@ -3,7 +3,8 @@
 //! Hot-path counts (messages and bytes in and out) are folded in once per read batch by each
 //! connection's reader, not once per message, so routing pays a few atomic adds per batch.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::core::Collector;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Every metric the broker keeps.
 #[derive(Debug, Clone)]
@@ -21,7 +22,34 @@ pub struct Metrics {
     pub slow_consumers: IntCounter,
     pub subscriptions: IntGauge,
     pub protocol_errors: IntCounterVec,
+    pub outbound_queued: IntGauge,
+    pub fanout: Histogram,
+    pub queue_wait: Histogram,
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    pub cache_entries: IntGauge,
 }
+
+fn histogram(reg: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    reg.register(Box::new(h.clone()))
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    h
+}
+
+/// Bucket bounds for the per-connection outbound depth, in bytes.
+const DEPTH_BUCKETS: [f64; 9] = [
+    0.0,
+    1024.0,
+    16384.0,
+    131072.0,
+    1048576.0,
+    4194304.0,
+    16777216.0,
+    33554432.0,
+    134217728.0,
+];
 
 fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
@@ -110,8 +138,35 @@ impl Metrics {
                 "Frames refused, by kind (invalid_message, bad_frame, too_large).",
                 "kind",
             ),
+            outbound_queued: gauge(
+                &r,
+                "mphub_outbound_queued_bytes",
+                "Bytes queued for all connections and not yet written.",
+            ),
+            fanout: histogram(
+                &r,
+                "mphub_publish_fanout",
+                "Subscribers each publish was queued to.",
+                vec![0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0],
+            ),
+            queue_wait: histogram(
+                &r,
+                "mphub_outbound_wait_seconds",
+                "Time the oldest frame of each write waited in its outbound queue (one sample per write).",
+                prometheus::exponential_buckets(1e-6, 4.0, 11)
+                    .unwrap_or_else(|e| unreachable!("buckets: {e}")),
+            ),
+            cache_hits: counter(&r, "mphub_index_cache_hits_total", "Publishes whose subscribers came from the match cache."),
+            cache_misses: counter(&r, "mphub_index_cache_misses_total", "Publishes that walked the subscription trie."),
+            cache_entries: gauge(&r, "mphub_index_cache_entries", "Topics held in the match cache."),
             registry: r,
         };
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::for_self();
+            // Registering a fresh collector with fixed names cannot collide.
+            let _ = m.registry.register(Box::new(pc));
+        }
         // Make the labelled series visible from the start, at zero.
         for kind in [
             "wrong_key",
@@ -137,11 +192,35 @@ impl Metrics {
 impl Metrics {
     /// Brings the gauges derived from live state up to date, then encodes every family in the
     /// Prometheus text format.
-    pub fn render(&self, index: &crate::index::Index) -> String {
+    pub fn render(&self, index: &crate::index::Index, queued: impl Iterator<Item = u64>) -> String {
         self.subscriptions.set(index.len() as i64);
+        let (hits, misses) = index.cache_stats();
+        self.cache_hits
+            .inc_by(hits.saturating_sub(self.cache_hits.get()));
+        self.cache_misses
+            .inc_by(misses.saturating_sub(self.cache_misses.get()));
+        self.cache_entries.set(index.cache_len() as i64);
+        // The depth histogram describes this moment, so it is built afresh for each scrape.
+        let depth = Histogram::with_opts(
+            HistogramOpts::new(
+                "mphub_outbound_queue_depth_bytes",
+                "Bytes queued per connection at scrape time.",
+            )
+            .buckets(DEPTH_BUCKETS.to_vec()),
+        )
+        .unwrap_or_else(|e| unreachable!("depth histogram: {e}"));
+        let mut total = 0u64;
+        for q in queued {
+            total += q;
+            depth.observe(q as f64);
+        }
+        self.outbound_queued.set(total as i64);
+        let mut families = self.registry.gather();
+        families.extend(depth.collect());
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = String::new();
         let encoder = prometheus::TextEncoder::new();
-        if let Err(e) = encoder.encode_utf8(&self.registry.gather(), &mut out) {
+        if let Err(e) = encoder.encode_utf8(&families, &mut out) {
             out = format!("# encoding failed: {e}\n");
         }
         out

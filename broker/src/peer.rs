@@ -6,12 +6,16 @@
 //! A publisher never waits on a subscriber.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SlowConsumer;
+
+/// A queued frame and when it was queued (for the queue-wait histogram).
+pub type Queued = (Bytes, Instant);
 
 /// What happened to one frame offered to a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +35,7 @@ pub enum Delivery {
 pub struct Peer {
     /// Connection id, unique for the broker's life.
     pub id: u64,
-    tx: mpsc::UnboundedSender<Bytes>,
+    tx: mpsc::UnboundedSender<Queued>,
     queued: AtomicU64,
     limit: u64,
     policy: SlowConsumer,
@@ -46,7 +50,7 @@ impl Peer {
         limit: u64,
         policy: SlowConsumer,
         kill: CancellationToken,
-    ) -> (Peer, mpsc::UnboundedReceiver<Bytes>) {
+    ) -> (Peer, mpsc::UnboundedReceiver<Queued>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (
             Peer {
@@ -61,8 +65,8 @@ impl Peer {
         )
     }
 
-    /// Offers one frame (a shared reference to it: no copy).
-    pub fn deliver(&self, frame: &Bytes) -> Delivery {
+    /// Offers one frame (a shared reference to it: no copy), routed at `at`.
+    pub fn deliver(&self, frame: &Bytes, at: Instant) -> Delivery {
         if self.kill.is_cancelled() {
             return Delivery::Closed;
         }
@@ -82,7 +86,7 @@ impl Peer {
                 }
             };
         }
-        if self.tx.send(frame.clone()).is_err() {
+        if self.tx.send((frame.clone(), at)).is_err() {
             self.queued.fetch_sub(len, Ordering::AcqRel);
             return Delivery::Closed;
         }
@@ -92,7 +96,7 @@ impl Peer {
     /// Queues a reply of the broker's own (`$ok`, `$pong`, `$error`): never dropped for size.
     pub fn reply(&self, frame: Bytes) {
         self.queued.fetch_add(frame.len() as u64, Ordering::AcqRel);
-        if self.tx.send(frame).is_err() {
+        if self.tx.send((frame, Instant::now())).is_err() {
             // The writer is gone; nothing will read the count again.
         }
     }

@@ -3,13 +3,12 @@
 use std::io::{self, IoSlice};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::net::WriteHalf;
-use crate::peer::Peer;
+use crate::peer::{Peer, Queued};
 
 /// Frames taken from the queue per batch.
 const BATCH: usize = 256;
@@ -31,13 +30,14 @@ pub enum Ended {
 /// Returns how it ended and the number of frames written.
 pub async fn run(
     mut w: WriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
     peer: Arc<Peer>,
     finish: CancellationToken,
+    wait: Option<prometheus::Histogram>,
 ) -> (Ended, u64) {
     let mut written = 0u64;
     // Starts empty (an idle connection costs nothing here) and grows with bursts.
-    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batch: Vec<Queued> = Vec::new();
     loop {
         // Cancel safety: `recv_many` and `cancelled` are cancel safe; `biased` drains the queue
         // before honouring `finish`, so a clean close flushes everything queued before it.
@@ -50,7 +50,7 @@ pub async fn run(
         if n == 0 {
             break;
         }
-        let bytes: u64 = batch.iter().map(|b| b.len() as u64).sum();
+        let bytes: u64 = batch.iter().map(|b| b.0.len() as u64).sum();
         // A blocked write must not outlive a kill: the write is abandoned with the connection.
         let res = tokio::select! {
             r = write_all(&mut w, &batch) => r,
@@ -58,6 +58,10 @@ pub async fn run(
         };
         peer.written(bytes);
         written += batch.len() as u64;
+        if let (Some(h), Some((_, at))) = (&wait, batch.first()) {
+            // One sample per write: the oldest frame of the batch, which waited longest.
+            h.observe(at.elapsed().as_secs_f64());
+        }
         batch.clear();
         if n < BATCH / 8 {
             // After a burst, give the room back once traffic is light again.
@@ -72,11 +76,11 @@ pub async fn run(
 }
 
 /// Writes every frame, with as few `writev` calls as the socket allows.
-async fn write_all(w: &mut WriteHalf, frames: &[Bytes]) -> io::Result<()> {
+async fn write_all(w: &mut WriteHalf, frames: &[Queued]) -> io::Result<()> {
     let (mut i, mut off) = (0usize, 0usize);
     while i < frames.len() {
-        let slices: Vec<IoSlice<'_>> = std::iter::once(&frames[i][off..])
-            .chain(frames[i + 1..].iter().map(|b| &b[..]))
+        let slices: Vec<IoSlice<'_>> = std::iter::once(&frames[i].0[off..])
+            .chain(frames[i + 1..].iter().map(|b| &b.0[..]))
             .take(IOV_MAX)
             .map(IoSlice::new)
             .collect();
@@ -85,7 +89,7 @@ async fn write_all(w: &mut WriteHalf, frames: &[Bytes]) -> io::Result<()> {
             return Err(io::ErrorKind::WriteZero.into());
         }
         while n > 0 && i < frames.len() {
-            let left = frames[i].len() - off;
+            let left = frames[i].0.len() - off;
             if n >= left {
                 n -= left;
                 i += 1;

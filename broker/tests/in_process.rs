@@ -147,7 +147,7 @@ async fn a_wrong_key_is_answered_with_failure() {
         matches!(err, mphub_protocol::HandshakeError::Rejected),
         "{err}"
     );
-    let text = b.shared().metrics.render(&b.shared().index);
+    let text = b.shared().render_metrics();
     assert!(
         text.contains("mphub_auth_failures_total{kind=\"wrong_key\"} 1"),
         "{text}"
