@@ -42,5 +42,6 @@ fuzz:
 bench:
 	$(CARGO) bench -p mphub-protocol
 
+# Throughput, latency, CPU and memory figures against the release binary (see docs/performance.md).
 loadgen: build
-	$(CARGO) run --release -p mphub-loadgen -- --mphub target/release/mphub
+	$(CARGO) bench -p mphub-broker --bench loadgen
