@@ -94,3 +94,25 @@ def test_the_authkey_file_is_read(start_broker, tmp_path):
     b = start_broker("--authkey-file", str(keyfile), key=None)
     c = Client(b.address, authkey=b"from-a-file")
     assert barrier(c) == []
+
+
+def test_connections_past_the_cap_are_closed_and_the_others_kept(start_broker):
+    b = start_broker("--max-connections", "2")
+    kept = [Client(b.address, authkey=KEY) for _ in range(2)]
+    try:
+        Client(b.address, authkey=KEY)
+        raise AssertionError("a third connection was served")
+    except (EOFError, ConnectionError, OSError):
+        pass
+    assert "max_connections reached" in b.log()
+    for c in kept:
+        assert barrier(c) == []
+    kept[0].close()
+    # A freed place is served again (the broker learns of the close when it reads EOF).
+    for _ in range(50):
+        try:
+            c = Client(b.address, authkey=KEY)
+            break
+        except (EOFError, ConnectionError, OSError):
+            continue
+    assert barrier(c) == []

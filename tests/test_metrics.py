@@ -111,3 +111,5 @@ def test_healthz_is_200_while_serving_and_503_while_shutting_down(start_broker):
     statuses = [healthz(b) for _ in range(200)]
     assert 503 in statuses
     assert b.proc.wait(30) == 0
+    with pytest.raises(urllib.error.URLError):
+        healthz(b)  # after exit nothing answers
