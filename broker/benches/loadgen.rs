@@ -31,14 +31,8 @@ impl Broker {
             concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/mphub").to_string()
         });
         let mut child = Command::new(&bin)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics",
-                "off",
-                "--outbound-limit",
-                "2GiB",
-            ])
+            .args(["--listen", "127.0.0.1:0", "--outbound-limit", "2GiB"])
+            .args(["--metrics", if metrics { "127.0.0.1:0" } else { "off" }])
             .args([
                 "--max-connections",
                 "20000",
