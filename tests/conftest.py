@@ -38,6 +38,7 @@ class Broker:
         self._want_metrics = flag is None or args[flag + 1] != "off"
         self._expected = max(1, sum(1 for a in args if a == "--listen"))
         self._listening = threading.Event()
+        self._new_line = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         if not self._listening.wait(30):
@@ -46,7 +47,9 @@ class Broker:
 
     def _read(self):
         for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
+            with self._new_line:
+                self.lines.append(line.rstrip("\n"))
+                self._new_line.notify_all()
             u = re.search(r"mphub metrics on (http://\S+)", line)
             if u:
                 self.metrics_url = u.group(1)
@@ -65,6 +68,11 @@ class Broker:
 
     def log(self):
         return "\n".join(self.lines)
+
+    def wait_for_log(self, text, timeout=30):
+        """True once a log line contains `text` (lines arrive through a pipe, a little late)."""
+        with self._new_line:
+            return self._new_line.wait_for(lambda: any(text in l for l in self.lines), timeout)
 
     def rss_kib(self):
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():

@@ -14,7 +14,7 @@ def test_right_key_connects_and_wrong_key_is_refused(broker):
     assert barrier(c) == []
     with pytest.raises(AuthenticationError):
         Client(broker.address, authkey=b"not the key")
-    assert "wrong authkey" in broker.log()
+    assert broker.wait_for_log("wrong authkey")
 
 
 def test_a_client_without_authkey_is_refused_and_never_routed(broker):
