@@ -95,9 +95,11 @@ impl Peer {
 
     /// Queues a reply of the broker's own (`$ok`, `$pong`, `$error`): never dropped for size.
     pub fn reply(&self, frame: Bytes) {
-        self.queued.fetch_add(frame.len() as u64, Ordering::AcqRel);
+        let len = frame.len() as u64;
+        self.queued.fetch_add(len, Ordering::AcqRel);
         if self.tx.send((frame, Instant::now())).is_err() {
-            // The writer is gone; nothing will read the count again.
+            // The writer is gone: keep the count honest for anyone still reading it.
+            self.queued.fetch_sub(len, Ordering::AcqRel);
         }
     }
 
