@@ -510,17 +510,9 @@ impl Scanner {
                 TUPLE2 => self.tuple(2)?,
                 TUPLE3 => self.tuple(3)?,
                 TUPLE => {
-                    let (mark, n) = self.pop_mark()?;
-                    if n == 2 {
-                        // Re-run as TUPLE2 over the two items above the (now removed) mark.
-                        let b = self.stack.pop().ok_or("pickle stack underflow")?;
-                        let a = self.stack.pop().ok_or("pickle stack underflow")?;
-                        self.pairs.push((a, b));
-                        self.stack.push(Val::Pair((self.pairs.len() - 1) as u32));
-                    } else {
-                        self.stack.truncate(mark);
-                        self.push(Val::Other(Kind::Tuple(n as u32)))?;
-                    }
+                    // The n items above the (now removed) mark become one tuple, as TUPLE1-3 do.
+                    let (_, n) = self.pop_mark()?;
+                    self.tuple(n)?;
                 }
                 LIST | DICT | FROZENSET => {
                     let (mark, _) = self.pop_mark()?;
