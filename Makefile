@@ -2,9 +2,9 @@
 PYTHON ?= python3
 CARGO ?= cargo
 
-.PHONY: check fmt clippy doc test test-rust test-e2e build py313 vectors fuzz bench loadgen
+.PHONY: check fmt clippy doc lint-py test test-rust test-e2e build py313 vectors fuzz bench bench-py loadgen
 
-check: fmt clippy doc test
+check: fmt clippy doc lint-py test
 
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -14,6 +14,10 @@ clippy:
 
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --all-features
+
+# client-py: strict type check and lint (pip install mypy ruff).
+lint-py:
+	cd client-py && $(PYTHON) -m mypy && $(PYTHON) -m ruff check && $(PYTHON) -m ruff format --check src
 
 test: test-rust test-e2e
 
@@ -41,6 +45,10 @@ fuzz:
 
 bench:
 	$(CARGO) bench -p mphub-protocol
+
+# client-py against the stock multiprocessing Client through the same broker.
+bench-py: build
+	$(PYTHON) client-py/bench/vs_stock.py
 
 # Throughput, latency, CPU and memory figures against the release binary (see docs/performance.md).
 loadgen: build

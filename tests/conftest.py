@@ -12,6 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "python"))
+sys.path.insert(0, str(ROOT / "client-py" / "src"))  # the client-py package under test
 
 KEY = b"mphub-test-key"
 
@@ -141,3 +142,21 @@ def run_py313(*args, timeout=120):
     p = python313()
     assert p is not None, "CPython 3.13 missing: run tests/python/fetch-cpython313.sh"
     return subprocess.run([str(p), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def hubs(broker):
+    """`hubs()` connects a client-py Hub to the test broker; every one is closed at the end."""
+    import mphub
+
+    made = []
+
+    def make(**options):
+        options.setdefault("authkey", KEY)
+        h = mphub.connect(broker.addrs[0], **options)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()

@@ -1,0 +1,63 @@
+"""Every exception mphub raises; all derive from `MphubError`."""
+
+from __future__ import annotations
+
+import builtins
+from typing import Optional
+
+
+class MphubError(Exception):
+    """Base class of every mphub error."""
+
+
+class AuthenticationError(MphubError):
+    """The broker refused the authkey, or the handshake did not follow the protocol."""
+
+
+class ConnectionClosed(MphubError):
+    """The connection is closed (by `close()`, or lost and not coming back)."""
+
+
+class BufferFullError(ConnectionClosed):
+    """Disconnected, and the publishes waiting for the reconnect have reached their limit."""
+
+
+class SubscriptionClosed(MphubError):
+    """The subscription was unsubscribed, or its connection closed."""
+
+
+class SlowConsumerError(MphubError):
+    """A subscription's queue was full and messages were dropped.
+
+    `dropped` is how many since the last report; `subscription` the one that dropped them.
+    """
+
+    def __init__(self, subscription: object, dropped: int) -> None:
+        super().__init__(f"{subscription!r} dropped {dropped} message(s): its queue is full")
+        self.subscription = subscription
+        self.dropped = dropped
+
+
+class BrokerError(MphubError):
+    """The broker answered `("$error", reason)`; `reason` is its text."""
+
+    def __init__(self, reason: str, request: Optional[object] = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.request = request
+
+
+class TimeoutError(MphubError, builtins.TimeoutError):
+    """Nothing came in time; also a builtin `TimeoutError`, so either `except` catches it."""
+
+
+__all__ = [
+    "AuthenticationError",
+    "BrokerError",
+    "BufferFullError",
+    "ConnectionClosed",
+    "MphubError",
+    "SlowConsumerError",
+    "SubscriptionClosed",
+    "TimeoutError",
+]
