@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CARGO ?= cargo
 
-.PHONY: check fmt clippy doc lint-py test test-rust test-e2e build py313 vectors fuzz bench bench-py loadgen
+.PHONY: check fmt clippy doc lint-py test test-rust test-e2e build py313 vectors fuzz bench bench-py bench-rs loadgen
 
 check: fmt clippy doc lint-py test
 
@@ -49,6 +49,10 @@ bench:
 # client-py against the stock multiprocessing Client through the same broker.
 bench-py: build
 	$(PYTHON) client-py/bench/vs_stock.py
+
+# mphub-client (Rust) publish/receive throughput beside raw frames on the same broker.
+bench-rs: build
+	$(CARGO) bench -p mphub-client --bench throughput
 
 # Throughput, latency, CPU and memory figures against the release binary (see docs/performance.md).
 loadgen: build

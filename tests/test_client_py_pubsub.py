@@ -194,3 +194,16 @@ def test_messages_for_other_subscriptions_arrive_while_one_consumer_reads(hubs):
     pub.flush()
     assert [busy.next(timeout=10).payload for _ in range(5000)] == list(range(5000))
     assert [quiet.next(timeout=10).payload for _ in range(5)] == [0, 1000, 2000, 3000, 4000]
+
+
+def test_group_members_on_one_hub_share_the_messages(hubs):
+    hub = hubs()
+    members = [hub.subscribe("jobs.*", group="workers") for _ in range(3)]
+    pub = hubs()
+    for i in range(300):
+        pub.publish("jobs.x", i)
+    pub.flush()
+    hub.flush()
+    got = [m.next().payload for s in members for m in [s] * s.pending]
+    assert sorted(got) == list(range(300))
+    assert [s.pending for s in members] == [0, 0, 0] and all(s.delivered == 100 for s in members)

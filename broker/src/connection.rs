@@ -318,10 +318,12 @@ impl Conn<'_> {
                     ));
                     return None;
                 }
-                self.shared
-                    .index
-                    .subscribe(self.peer, &i.pattern, i.group.as_deref());
-                self.subs.insert(key);
+                // A repeated $sub (a client restoring after a reconnect, say) changes nothing.
+                if self.subs.insert(key) {
+                    self.shared
+                        .index
+                        .subscribe(self.peer, &i.pattern, i.group.as_deref());
+                }
                 self.peer.reply(reply::ok("$sub", &i));
             }
             Envelope::Unsubscribe(i) => {

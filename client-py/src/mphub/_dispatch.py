@@ -31,12 +31,27 @@ class Router(Generic[S]):
         self._subs = [(p, s) for p, s in self._subs if s is not sub]
         self._cache = {}
 
-    def lookup(self, topic: str) -> Tuple[S, ...]:
+    def lookup(self, topic: str) -> Tuple[Any, ...]:
+        """Every plain subscription matching `topic`, and one target per queue group.
+
+        The broker sends a connection one copy for a queue group that picked it; when several
+        subscriptions of this connection are members of that group, a `_Group` target hands
+        each message to one of them in turn.
+        """
         cache = self._cache
-        hit: Optional[Tuple[S, ...]] = cache.get(topic)
+        hit: Optional[Tuple[Any, ...]] = cache.get(topic)
         if hit is not None:
             return hit
-        found = tuple(s for p, s in self._subs if matches(p, topic))
+        plain: List[Any] = []
+        groups: Dict[Tuple[str, str], List[Any]] = {}
+        for p, s in self._subs:
+            if matches(p, topic):
+                group = getattr(s, "group", None)
+                if group is None:
+                    plain.append(s)
+                else:
+                    groups.setdefault((p, group), []).append(s)
+        found = tuple(plain) + tuple(m[0] if len(m) == 1 else _Group(m) for m in groups.values())
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
         cache[topic] = found
@@ -44,6 +59,26 @@ class Router(Generic[S]):
 
     def all(self) -> List[S]:
         return [s for _, s in self._subs]
+
+
+class _Group:
+    """Several local members of one queue group: each message goes to one, in turn."""
+
+    def __init__(self, members: List[Any]) -> None:
+        self.members = members
+        self.next = 0
+
+    def _push_many(self, batch: List[Any]) -> None:
+        n = len(self.members)
+        shares: List[List[Any]] = [[] for _ in range(n)]
+        i = self.next
+        for msg in batch:
+            shares[i].append(msg)
+            i = (i + 1) % n
+        self.next = i
+        for member, share in zip(self.members, shares):
+            if share:
+                member._push_many(share)
 
 
 def deliver(

@@ -1,0 +1,113 @@
+//! [`ConnectOptions`]: how a [`Client`](crate::Client) connects and behaves.
+
+use std::time::Duration;
+
+/// Options for [`Client::connect`](crate::Client::connect); `ConnectOptions::new()` gives the
+/// defaults, each setter returns the options for chaining.
+#[derive(Clone)]
+pub struct ConnectOptions {
+    pub(crate) authkey: Option<Vec<u8>>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) reconnect: bool,
+    pub(crate) max_reconnect_attempts: Option<u32>,
+    pub(crate) reconnect_wait: (Duration, Duration),
+    pub(crate) max_pending: usize,
+    pub(crate) send_queue: usize,
+    pub(crate) max_frame: u64,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("authkey", &self.authkey.as_ref().map(|_| "<set>"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("reconnect", &self.reconnect)
+            .field("max_reconnect_attempts", &self.max_reconnect_attempts)
+            .field("reconnect_wait", &self.reconnect_wait)
+            .field("max_pending", &self.max_pending)
+            .field("send_queue", &self.send_queue)
+            .field("max_frame", &self.max_frame)
+            .finish()
+    }
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            authkey: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            reconnect: true,
+            max_reconnect_attempts: Some(60),
+            reconnect_wait: (Duration::from_millis(50), Duration::from_secs(2)),
+            max_pending: 65_536,
+            send_queue: 8_192,
+            max_frame: crate::connection::DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// The defaults: no authkey, reconnect on (60 attempts, 50 ms doubling to 2 s), 65,536
+    /// pending messages per subscription, 8,192 queued outgoing frames, 64 MiB frames.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The broker's (or Listener's) authkey. Without one there is no handshake.
+    pub fn authkey(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.authkey = Some(key.as_ref().to_vec());
+        self
+    }
+
+    /// Time allowed for dialling and the handshake (default 5 s).
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Time `subscribe` and `flush` wait for the broker's answer (default 10 s).
+    pub fn request_timeout(mut self, t: Duration) -> Self {
+        self.request_timeout = t;
+        self
+    }
+
+    /// Reconnect and resubscribe after a lost connection (default true).
+    pub fn reconnect(mut self, on: bool) -> Self {
+        self.reconnect = on;
+        self
+    }
+
+    /// Attempts before giving up; `None` retries forever (default 60).
+    pub fn max_reconnect_attempts(mut self, n: Option<u32>) -> Self {
+        self.max_reconnect_attempts = n;
+        self
+    }
+
+    /// First and longest wait between reconnect attempts (doubling, with jitter).
+    pub fn reconnect_wait(mut self, first: Duration, most: Duration) -> Self {
+        self.reconnect_wait = (first, most.max(first));
+        self
+    }
+
+    /// Messages a subscription holds before it drops (and counts) new ones (default 65,536).
+    pub fn max_pending(mut self, n: usize) -> Self {
+        self.max_pending = n.max(1);
+        self
+    }
+
+    /// Outgoing frames queued before `publish` waits (default 8,192). While disconnected,
+    /// publishes wait here for the reconnect.
+    pub fn send_queue(mut self, n: usize) -> Self {
+        self.send_queue = n.max(1);
+        self
+    }
+
+    /// Largest frame accepted from the broker (default 64 MiB; match the broker's).
+    pub fn max_frame(mut self, bytes: u64) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+}
