@@ -2,9 +2,9 @@
 PYTHON ?= python3
 CARGO ?= cargo
 
-.PHONY: check fmt clippy doc lint-py test test-rust test-e2e build py313 vectors fuzz bench bench-py bench-rs loadgen
+.PHONY: check fmt clippy doc lint-py deploy-check test test-rust test-e2e build py313 vectors fuzz bench bench-py bench-rs loadgen
 
-check: fmt clippy doc lint-py test
+check: fmt clippy doc lint-py test deploy-check
 
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -19,13 +19,18 @@ doc:
 lint-py:
 	cd client-py && $(PYTHON) -m mypy && $(PYTHON) -m ruff check && $(PYTHON) -m ruff format --check src
 
+# deploy/ through promtool, systemd-analyze, hadolint and kubernetes-validate.
+deploy-check: build
+	deploy/check.sh
+
 test: test-rust test-e2e
 
 test-rust: py313
 	$(CARGO) test --workspace --all-features
 
+# The same command deploy/Dockerfile's build stage runs.
 build:
-	$(CARGO) build --release -p mphub-broker
+	$(CARGO) build --release --locked -p mphub-broker
 
 # CPython 3.13 from Debian trixie into .cache/ (idempotent, cached).
 py313:

@@ -101,10 +101,15 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
         warn!("no authkey set: no handshake, loopback and Unix sockets only (protected mode)");
     }
     let limit = Arc::new(Semaphore::new(config.max_connections));
+    let metrics = metrics::Metrics::new();
+    metrics.max_connections.set(config.max_connections as i64);
+    metrics
+        .outbound_limit
+        .set(i64::try_from(config.outbound_limit).unwrap_or(i64::MAX));
     let shared = Arc::new(Shared {
         config,
         index: index::Index::default(),
-        metrics: metrics::Metrics::new(),
+        metrics,
         next_id: AtomicU64::new(1),
         shutdown: CancellationToken::new(),
         hard_stop: CancellationToken::new(),

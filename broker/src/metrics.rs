@@ -28,6 +28,12 @@ pub struct Metrics {
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
     pub cache_entries: IntGauge,
+    /// The largest single outbound queue at scrape time.
+    pub outbound_max: IntGauge,
+    /// The configured `max_connections` (for alerts on the ratio).
+    pub max_connections: IntGauge,
+    /// The configured `outbound_limit` (for alerts on the ratio).
+    pub outbound_limit: IntGauge,
 }
 
 fn histogram(reg: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -159,6 +165,21 @@ impl Metrics {
             cache_hits: counter(&r, "mphub_index_cache_hits_total", "Publishes whose subscribers came from the match cache."),
             cache_misses: counter(&r, "mphub_index_cache_misses_total", "Publishes that walked the subscription trie."),
             cache_entries: gauge(&r, "mphub_index_cache_entries", "Topics held in the match cache."),
+            outbound_max: gauge(
+                &r,
+                "mphub_outbound_queue_max_bytes",
+                "Bytes queued for the most backed-up connection at scrape time.",
+            ),
+            max_connections: gauge(
+                &r,
+                "mphub_max_connections",
+                "The configured max_connections.",
+            ),
+            outbound_limit: gauge(
+                &r,
+                "mphub_outbound_limit_bytes",
+                "The configured per-connection outbound_limit.",
+            ),
             registry: r,
         };
         #[cfg(target_os = "linux")]
@@ -209,12 +230,14 @@ impl Metrics {
             .buckets(DEPTH_BUCKETS.to_vec()),
         )
         .unwrap_or_else(|e| unreachable!("depth histogram: {e}"));
-        let mut total = 0u64;
+        let (mut total, mut most) = (0u64, 0u64);
         for q in queued {
             total += q;
+            most = most.max(q);
             depth.observe(q as f64);
         }
         self.outbound_queued.set(total as i64);
+        self.outbound_max.set(most as i64);
         let mut families = self.registry.gather();
         families.extend(depth.collect());
         families.sort_by(|a, b| a.name().cmp(b.name()));
