@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CARGO ?= cargo
 
-.PHONY: check fmt clippy doc lint-py deploy-check test test-rust test-e2e build py313 vectors fuzz bench bench-py bench-rs loadgen
+.PHONY: check fmt clippy doc lint-py deploy-check test test-rust test-e2e build py313 vectors fuzz bench bench-py bench-rs bench-metrics loadgen
 
 check: fmt clippy doc lint-py test deploy-check
 
@@ -54,6 +54,10 @@ bench:
 # client-py against the stock multiprocessing Client through the same broker.
 bench-py: build
 	$(PYTHON) client-py/bench/vs_stock.py
+
+# Worker metrics: increments/s from 16 processes, broker CPU per op, scrape latency at 10k series.
+bench-metrics: build
+	$(PYTHON) client-py/bench/worker_metrics.py
 
 # mphub-client (Rust) publish/receive throughput beside raw frames on the same broker.
 bench-rs: build

@@ -132,6 +132,7 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer_addr: String, id: u
         let why = conn.read_loop(&mut r, &mut buf).await;
         let received = conn.received_total;
         conn.unsubscribe_all();
+        conn.shared.worker_metrics.connection_closed(conn.peer.id);
         shared.peers.remove(&id);
         finish.cancel();
         let (ended, sent) = writer.await.unwrap_or((Ended::Killed, 0));
@@ -340,8 +341,19 @@ impl Conn<'_> {
                 self.fold();
                 self.peer.reply(reply::pong(&token));
             }
-            Envelope::Metrics { .. } => {
-                self.refuse("worker metrics ($metrics) are not supported by this broker yet");
+            Envelope::Metrics { has_code } => {
+                let out =
+                    self.shared
+                        .worker_metrics
+                        .apply_frame(self.peer.id, &wire[header..], has_code);
+                let m = &self.shared.metrics;
+                m.metrics_ops.inc_by(out.applied);
+                for r in &out.rejected {
+                    m.metrics_rejected.with_label_values(&[r.label()]).inc();
+                }
+                if let Some(reason) = out.reason() {
+                    self.peer.reply(reply::error(&reason));
+                }
             }
             Envelope::Close => return Some(Close::Goodbye),
             Envelope::Invalid(reason) => {

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod net;
 pub mod peer;
 pub mod server;
+pub mod worker_metrics;
 pub mod writer;
 
 use std::future::Future;
@@ -50,13 +51,22 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// Every open connection's queue handle, for the outbound-depth metrics.
     pub peers: dashmap::DashMap<u64, Arc<peer::Peer>>,
+    /// What worker processes report through `$metrics`.
+    pub worker_metrics: worker_metrics::Store,
 }
 
 impl Shared {
     /// The Prometheus text for `/metrics`.
+    /// The workers' families follow the broker's own, each family whole.
     pub fn render_metrics(&self) -> String {
         self.metrics
-            .render(&self.index, self.peers.iter().map(|p| p.value().queued()))
+            .metrics_series
+            .set(i64::try_from(self.worker_metrics.series()).unwrap_or(i64::MAX));
+        let mut out = self
+            .metrics
+            .render(&self.index, self.peers.iter().map(|p| p.value().queued()));
+        self.worker_metrics.render(&mut out);
+        out
     }
 }
 
@@ -116,6 +126,7 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
         stopped: CancellationToken::new(),
         tracker: TaskTracker::new(),
         peers: dashmap::DashMap::new(),
+        worker_metrics: worker_metrics::Store::default(),
     });
     let accept = TaskTracker::new();
     let metrics_addr = match shared.config.metrics {

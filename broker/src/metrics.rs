@@ -28,6 +28,12 @@ pub struct Metrics {
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
     pub cache_entries: IntGauge,
+    /// `$metrics` ops refused, by reason.
+    pub metrics_rejected: IntCounterVec,
+    /// `$metrics` ops applied.
+    pub metrics_ops: IntCounter,
+    /// Worker-metric series held (set per scrape).
+    pub metrics_series: IntGauge,
     /// The largest single outbound queue at scrape time.
     pub outbound_max: IntGauge,
     /// The configured `max_connections` (for alerts on the ratio).
@@ -165,6 +171,22 @@ impl Metrics {
             cache_hits: counter(&r, "mphub_index_cache_hits_total", "Publishes whose subscribers came from the match cache."),
             cache_misses: counter(&r, "mphub_index_cache_misses_total", "Publishes that walked the subscription trie."),
             cache_entries: gauge(&r, "mphub_index_cache_entries", "Topics held in the match cache."),
+            metrics_rejected: counter_vec(
+                &r,
+                "mphub_metrics_rejected_total",
+                "Worker-metric ops ($metrics) refused, by reason.",
+                "reason",
+            ),
+            metrics_ops: counter(
+                &r,
+                "mphub_metrics_ops_total",
+                "Worker-metric ops ($metrics) applied.",
+            ),
+            metrics_series: gauge(
+                &r,
+                "mphub_metrics_series",
+                "Worker-metric series held.",
+            ),
             outbound_max: gauge(
                 &r,
                 "mphub_outbound_queue_max_bytes",
@@ -199,6 +221,9 @@ impl Metrics {
             "io",
         ] {
             m.auth_failures.with_label_values(&[kind]);
+        }
+        for reason in crate::worker_metrics::Reject::LABELS {
+            m.metrics_rejected.with_label_values(&[reason]);
         }
         for reason in ["slow_consumer", "closed"] {
             m.messages_dropped.with_label_values(&[reason]);

@@ -104,6 +104,14 @@ impl Client {
             .await
     }
 
+    /// Sends worker-metric ops in one `$metrics` frame (PROTOCOL §10). Success is silent;
+    /// a rejected op comes back as a `$error` the client logs (run `flush` to be sure the
+    /// broker has applied them).
+    pub async fn send_metrics(&self, ops: &[crate::MetricOp]) -> Result<()> {
+        let body = crate::metrics::body(ops)?;
+        self.send(mphub_protocol::frame::encode(&body)).await
+    }
+
     /// Subscribes to `pattern` (`*` one token, `>` the rest); returns once the broker has it.
     pub async fn subscribe(&self, pattern: &str) -> Result<Subscription> {
         self.subscribe_key(pattern, None).await

@@ -8,6 +8,8 @@
 //!   or raw frames — for talking to a Python `Listener` with no broker in between.
 //! - Payloads are pickled and unpickled with `serde-pickle` ([`Message::decode`]); a pickle
 //!   received from Python can be forwarded unchanged ([`Client::publish_pickled`]).
+//! - Worker metrics ([`MetricOp`], [`Client::send_metrics`]): counters, gauges, histograms
+//!   and summaries the broker aggregates and serves on `/metrics` (`metrics.rs`).
 //! - Addresses ([`Address`]): `host:port`, `unix:/path`, `unix:@abstract`. Both handshake
 //!   generations: CPython 3.11's MD5 and 3.12+'s `{sha256}`.
 //!
@@ -34,6 +36,7 @@ mod connection;
 mod driver;
 mod error;
 mod message;
+mod metrics;
 mod options;
 mod state;
 mod subscription;
@@ -44,6 +47,7 @@ pub use client::Client;
 pub use connection::{Connection, DEFAULT_MAX_FRAME};
 pub use error::{Error, Result};
 pub use message::Message;
+pub use metrics::{GaugeMode, MetricKind, MetricOp};
 pub use options::ConnectOptions;
 pub use subscription::Subscription;
 

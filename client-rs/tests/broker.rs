@@ -296,3 +296,69 @@ async fn a_received_payload_can_be_republished_unchanged_in_value() {
     let ids: HashSet<u32> = [again.decode::<Job>().unwrap().id].into();
     assert!(ids.contains(&1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_metrics_sent_from_rust_are_served_by_the_broker() {
+    use mphub_client::{GaugeMode, MetricKind, MetricOp};
+    let b = broker().await;
+    let c = client(&b).await;
+    let l = |v: &str| vec![("queue".to_string(), v.to_string())];
+    c.send_metrics(&[
+        MetricOp::Declare {
+            name: "rs_jobs_total".into(),
+            kind: MetricKind::Counter,
+            help: "Jobs".into(),
+            labels: vec!["queue".into()],
+            buckets: None,
+            mode: None,
+        },
+        MetricOp::Declare {
+            name: "rs_inflight".into(),
+            kind: MetricKind::Gauge,
+            help: "In flight".into(),
+            labels: vec![],
+            buckets: None,
+            mode: Some(GaugeMode::LiveSum),
+        },
+        MetricOp::Declare {
+            name: "rs_seconds".into(),
+            kind: MetricKind::Histogram,
+            help: "Latency".into(),
+            labels: vec![],
+            buckets: Some(vec![0.5, 1.0]),
+            mode: None,
+        },
+        MetricOp::Inc {
+            name: "rs_jobs_total".into(),
+            labels: l("a"),
+            amount: 3.0,
+        },
+        MetricOp::Set {
+            name: "rs_inflight".into(),
+            labels: vec![],
+            value: 2.0,
+        },
+        MetricOp::Dec {
+            name: "rs_inflight".into(),
+            labels: vec![],
+            amount: 0.5,
+        },
+        MetricOp::Observe {
+            name: "rs_seconds".into(),
+            labels: vec![],
+            value: 0.7,
+        },
+    ])
+    .await
+    .unwrap();
+    c.flush().await.unwrap();
+    let text = b.shared().render_metrics();
+    for line in [
+        "rs_jobs_total{queue=\"a\"} 3",
+        "rs_inflight 1.5",
+        "rs_seconds_bucket{le=\"1\"} 1",
+        "rs_seconds_count 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?}");
+    }
+}

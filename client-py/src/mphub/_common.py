@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import pickle
-from typing import Any, Iterable, Optional, Tuple
+import threading
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from ._wire import frame
+from .errors import TimeoutError
 
 Key = Tuple[str, Optional[str]]
 
@@ -41,3 +43,38 @@ def hashable(x: Any) -> bool:
 def restore_frames(keys: Iterable[Key], protocol: int) -> bytes:
     """`$sub` frames that put every key back after a reconnect."""
     return b"".join(frame(pickle.dumps(("$sub", wire_arg(k)), protocol)) for k in keys)
+
+
+class Waiter:
+    """One answer awaited by one caller."""
+
+    __slots__ = ("error", "event", "value")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.value: Any = None
+        self.error: Optional[BaseException] = None
+
+    def set(self, value: Any = None, error: Optional[BaseException] = None) -> None:
+        self.value, self.error = value, error
+        self.event.set()
+
+    def wait(self, timeout: Optional[float], what: str) -> Any:
+        if not self.event.wait(timeout):
+            raise TimeoutError(f"{what}: no answer within {timeout}s")
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class Inbox:
+    """Routes replies on this hub's `_INBOX.<id>.>` to the requests waiting for them."""
+
+    def __init__(self, requests: Dict[str, Waiter]) -> None:
+        self._requests = requests
+
+    def _push_many(self, batch: List[Tuple[str, Any]]) -> None:
+        for topic, payload in batch:
+            waiter = self._requests.pop(topic, None)
+            if waiter is not None:
+                waiter.set(payload)

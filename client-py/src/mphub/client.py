@@ -19,11 +19,11 @@ import struct
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from . import _topics
 from ._address import AddressLike, parse
-from ._common import Key, authkey_from_env, hashable, restore_frames, wire_arg
+from ._common import Inbox, Key, Waiter, authkey_from_env, hashable, restore_frames, wire_arg
 from ._connect import open_socket
 from ._dispatch import Router, deliver
 from ._wire import FrameSplitter, ProtocolError, frame, header
@@ -35,6 +35,7 @@ from .errors import (
     MphubError,
     TimeoutError,
 )
+from .metrics import Family, HubMetrics, options
 from .subscription import Callback, Subscription
 
 log = logging.getLogger("mphub")
@@ -55,28 +56,6 @@ def _poller(sock: socket.socket) -> Any:
     return p
 
 
-class _Waiter:
-    """One answer awaited by one caller."""
-
-    __slots__ = ("error", "event", "value")
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.value: Any = None
-        self.error: Optional[BaseException] = None
-
-    def set(self, value: Any = None, error: Optional[BaseException] = None) -> None:
-        self.value, self.error = value, error
-        self.event.set()
-
-    def wait(self, timeout: Optional[float], what: str) -> Any:
-        if not self.event.wait(timeout):
-            raise TimeoutError(f"{what}: no answer within {timeout}s")
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
 class Hub:
     """A connection to an mphub broker. Use `mphub.connect(...)`; close it (or use `with`).
 
@@ -95,6 +74,7 @@ class Hub:
       on_disconnected, on_reconnected   callables without arguments
       on_error           callable taking the exception (default: logs it)
       pickle_protocol    protocol for publishes (pickle.HIGHEST_PROTOCOL)
+      metrics_interval   seconds between sends of pending worker metrics (1.0)
     """
 
     def __init__(
@@ -114,6 +94,7 @@ class Hub:
         on_reconnected: Optional[Callable[[], Any]] = None,
         on_error: Optional[Callable[[BaseException], Any]] = None,
         pickle_protocol: int = pickle.HIGHEST_PROTOCOL,
+        metrics_interval: float = 1.0,
     ) -> None:
         self.address = parse(address)
         self._authkey = authkey_from_env(authkey)
@@ -144,15 +125,16 @@ class Hub:
         self._closed_event = threading.Event()
         self._lost: Optional[BaseException] = None
         self._connected = False
-        self._acks: Deque[Optional[_Waiter]] = deque()
-        self._pongs: Dict[int, _Waiter] = {}
+        self._acks: Deque[Optional[Waiter]] = deque()
+        self._pongs: Dict[int, Waiter] = {}
         self._tokens = itertools.count(1)
         self._router: Router[Any] = Router()
         self._keys: Dict[Key, int] = {}
         self._subs: List[Subscription] = []
         self._inbox: Optional[str] = None
-        self._requests: Dict[str, _Waiter] = {}
+        self._requests: Dict[str, Waiter] = {}
         self.reconnects = 0
+        self._metrics = HubMetrics(self._send_metrics, metrics_interval)
 
         self._sock = open_socket(self.address, self._authkey, connect_timeout)
         self._connected = True
@@ -238,8 +220,9 @@ class Hub:
 
     def flush(self, timeout: Optional[float] = 5.0) -> None:
         """Return once the broker has routed everything published before (a `$ping` barrier)."""
+        self._metrics.send()
         token = next(self._tokens)
-        waiter = _Waiter()
+        waiter = Waiter()
         with self._wlock:
             if not self._connected:
                 self._check_offline(0)
@@ -306,11 +289,11 @@ class Hub:
             self._drop(sub)
             raise
 
-    def _request_locked(self, request: Any) -> Optional[_Waiter]:
+    def _request_locked(self, request: Any) -> Optional[Waiter]:
         """Queue a request the broker answers with `$ok`/`$error` (caller holds _wlock)."""
         if not self._connected:
             return None  # the reconnect restores every key
-        waiter = _Waiter()
+        waiter = Waiter()
         self._acks.append(waiter)
         self._wbuf += frame(pickle.dumps(request, self._protocol))
         return waiter
@@ -320,7 +303,7 @@ class Hub:
         if waiter is not None:
             self._send_now()
 
-    def _drop(self, sub: Subscription) -> Optional[_Waiter]:
+    def _drop(self, sub: Subscription) -> Optional[Waiter]:
         key = sub.key
         waiter = None
         with self._wlock:
@@ -337,13 +320,36 @@ class Hub:
         sub._close()
         return waiter
 
+    # ------------------------------------------------------------------ worker metrics
+
+    def counter(self, name: str, help: str, labels: Sequence[str] = ()) -> Family:
+        """A counter the broker sums over every worker (PROTOCOL §10); see `mphub.metrics`."""
+        return self._metrics.family(name, "counter", help, labels, options("counter"))
+
+    def gauge(self, name: str, help: str, labels: Sequence[str] = (), mode: str = "liveall") -> Family:
+        """A gauge combined over workers by `mode` (liveall, livesum, max, mostrecent, ...)."""
+        return self._metrics.family(name, "gauge", help, labels, options("gauge", mode=mode))
+
+    def histogram(
+        self, name: str, help: str, labels: Sequence[str] = (), buckets: Optional[Sequence[float]] = None
+    ) -> Family:
+        """A histogram the broker sums over every worker."""
+        return self._metrics.family(name, "histogram", help, labels, options("histogram", buckets=buckets))
+
+    def summary(self, name: str, help: str, labels: Sequence[str] = ()) -> Family:
+        """A summary (count and sum) the broker sums over every worker."""
+        return self._metrics.family(name, "summary", help, labels, options("summary"))
+
+    def _send_metrics(self, ops: List[Any]) -> None:
+        self._enqueue(pickle.dumps(("$metrics", ops), self._protocol))
+
     # ------------------------------------------------------------------ request / reply
 
     def request(self, topic: str, payload: Any, timeout: float = 2.0) -> Any:
         """Publish `{"reply_to": inbox, "body": payload}` and return the first reply's payload."""
         prefix = self._ensure_inbox()
         reply_to = f"{prefix}.{next(self._tokens)}"
-        waiter = _Waiter()
+        waiter = Waiter()
         self._requests[reply_to] = waiter
         try:
             self.publish(topic, {"reply_to": reply_to, "body": payload})
@@ -356,7 +362,7 @@ class Hub:
         if self._inbox is None:
             prefix = "_INBOX." + os.urandom(8).hex()
             inbox = Subscription(self, prefix + ".>", None, 1, None)
-            self._add(inbox, prefix + ".>", _Inbox(self._requests), 5.0)
+            self._add(inbox, prefix + ".>", Inbox(self._requests), 5.0)
             self._inbox = prefix
         return self._inbox
 
@@ -539,6 +545,9 @@ class Hub:
                     sock.close()
                     return False
                 restore = restore_frames(self._keys, self._protocol)
+                ops = self._metrics.batch.take(everything=True)
+                if ops:
+                    restore += frame(pickle.dumps(("$metrics", ops), self._protocol))
                 self._acks.extend([None] * len(self._keys))
                 data = restore + bytes(self._wbuf)
                 self._wbuf = bytearray()
@@ -588,6 +597,11 @@ class Hub:
         Nothing published before `close()` is lost on a clean close. Queued messages stay
         readable from their subscriptions; callbacks finish what is queued.
         """
+        self._metrics.stop()
+        try:
+            self._metrics.send()
+        except MphubError:
+            pass  # disconnected for good: nothing can carry them
         with self._wlock:
             if self._closing:
                 return
@@ -620,19 +634,6 @@ class Hub:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class _Inbox:
-    """Routes replies on this hub's `_INBOX.<id>.>` to the requests waiting for them."""
-
-    def __init__(self, requests: Dict[str, _Waiter]) -> None:
-        self._requests = requests
-
-    def _push_many(self, batch: List[Tuple[str, Any]]) -> None:
-        for topic, payload in batch:
-            waiter = self._requests.pop(topic, None)
-            if waiter is not None:
-                waiter.set(payload)
 
 
 def connect(address: Optional[AddressLike] = None, **options: Any) -> Hub:

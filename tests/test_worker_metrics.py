@@ -1,0 +1,194 @@
+"""Worker metrics (PROTOCOL §10): stock `$metrics` tuples and client-py's API, aggregated by the
+broker and served on /metrics; a SIGKILLed worker never makes a total go down."""
+
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from multiprocessing.connection import Client
+
+import mphub
+import pytest
+from conftest import KEY
+from scenarios import barrier
+
+
+def scrape(broker):
+    with urllib.request.urlopen(broker.metrics_url, timeout=10) as r:
+        return r.read().decode()
+
+
+def value(text, sample):
+    """The value of one sample line (`name{labels}`), or None."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+@pytest.fixture
+def mbroker(start_broker):
+    return start_broker(metrics="127.0.0.1:0")
+
+
+def test_stock_tuples_are_aggregated_and_served_in_the_text_format(mbroker):
+    c = Client(mbroker.address, authkey=KEY)
+    c.send(("$metrics", [
+        ("declare", "jobs_done_total", "counter", "Jobs finished", ("queue",), {}),
+        ("declare", "inflight", "gauge", "Jobs in progress", (), {"mode": "livesum"}),
+        ("declare", "job_seconds", "histogram", "Job duration", (), {"buckets": [0.1, 1.0, 10.0]}),
+        ("inc", "jobs_done_total", {"queue": 'fa"st\\'}, 2),
+        ("set", "inflight", {}, 3),
+        ("observe", "job_seconds", {}, 0.42),
+        ("observe", "job_seconds", {}, 20),
+    ]))
+    assert barrier(c) == []  # success is silent
+    text = scrape(mbroker)
+    assert value(text, r'jobs_done_total{queue="fa\"st\\"}') == 2
+    assert value(text, "inflight") == 3
+    assert [value(text, f'job_seconds_bucket{{le="{le}"}}') for le in ("0.1", "1", "10", "+Inf")] == [0, 1, 1, 2]
+    assert value(text, "job_seconds_count") == 2 and value(text, "job_seconds_sum") == 20.42
+    assert text.count("# TYPE job_seconds histogram") == 1
+    # Worker families come after the broker's own, each whole.
+    assert text.index("# TYPE mphub_") < text.index("# TYPE inflight")
+
+
+def test_rejections_answer_an_error_count_and_never_run_code(mbroker, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    c = Client(mbroker.address, authkey=KEY)
+    c.send(("$metrics", [("declare", "hits_total", "counter", "Hits", (), {})]))
+    cases = [
+        ([("declare", "hits_total", "gauge", "Hits", (), {})], "already declared"),
+        ([("inc", "hits_total", {}, -1)], "only goes up"),
+        ([("declare", "lat", "histogram", "L", ("le",), {})], "reserved"),
+        ([("declare", "mphub_mine", "counter", "M", (), {})], "mphub_"),
+        ([Evil()], "imports or calls"),
+    ]
+    for ops, reason in cases:
+        c.send(("$metrics", ops))
+        reply = c.recv()
+        assert reply[0] == "$error" and reason in reply[1], reply
+    assert barrier(c) == []
+    assert not marker.exists()
+    text = scrape(mbroker)
+    for label in ("conflict", "negative_counter", "reserved_label", "bad_name", "code"):
+        assert value(text, f'mphub_metrics_rejected_total{{reason="{label}"}}') == 1, label
+    assert value(text, "hits_total") is None  # declared, never incremented: no series yet
+
+
+def test_gauge_modes_follow_connections(mbroker):
+    conns = [Client(mbroker.address, authkey=KEY) for _ in range(3)]
+    decl = [
+        ("declare", "g_livesum", "gauge", "g", (), {"mode": "livesum"}),
+        ("declare", "g_max", "gauge", "g", (), {"mode": "max"}),
+        ("declare", "g_all", "gauge", "g", (), {"mode": "liveall"}),
+    ]
+    for i, c in enumerate(conns, start=1):
+        c.send(("$metrics", decl + [("set", n, {}, i * 10) for n in ("g_livesum", "g_max", "g_all")]))
+        assert barrier(c) == []
+    text = scrape(mbroker)
+    assert value(text, "g_livesum") == 60 and value(text, "g_max") == 30
+    assert len(re.findall(r'^g_all\{conn="\d+"\} ', text, re.M)) == 3
+    conns[2].send("close")
+    deadline = time.monotonic() + 30
+    while value(scrape(mbroker), "g_livesum") != 30 and time.monotonic() < deadline:
+        barrier(conns[0])
+    text = scrape(mbroker)
+    assert value(text, "g_livesum") == 30 and value(text, "g_max") == 30
+    assert len(re.findall(r'^g_all\{conn="\d+"\} ', text, re.M)) == 2
+
+
+def test_client_py_families_batch_and_arrive_on_flush_and_close(mbroker):
+    hub = mphub.connect(mbroker.addrs[0], authkey=KEY, metrics_interval=3600)
+    jobs = hub.counter("api_jobs_total", "Jobs", labels=("queue",))
+    temp = hub.gauge("api_temp", "Temperature", mode="mostrecent")
+    lat = hub.histogram("api_seconds", "Latency", buckets=(0.5, 1))
+    size = hub.summary("api_bytes", "Sizes")
+    for _ in range(5):
+        jobs.labels(queue="a").inc()
+    jobs.labels("b").inc(2.5)
+    temp.set(20)
+    temp.inc(1.5)
+    lat.observe(0.7)
+    size.observe(100)
+    hub.flush()
+    text = scrape(mbroker)
+    assert value(text, 'api_jobs_total{queue="a"}') == 5 and value(text, 'api_jobs_total{queue="b"}') == 2.5
+    assert value(text, "api_temp") == 21.5
+    assert value(text, 'api_seconds_bucket{le="1"}') == 1 and value(text, "api_bytes_sum") == 100
+    jobs.labels(queue="a").inc()
+    hub.close()  # the last increment goes out on close
+    assert value(scrape(mbroker), 'api_jobs_total{queue="a"}') == 6
+    with pytest.raises(ValueError):
+        jobs.labels(queue="a").inc(-1)
+    with pytest.raises(ValueError):
+        mphub.connect(mbroker.addrs[0], authkey=KEY).counter("x", "x", labels=("le",))
+
+
+def test_a_killed_pool_worker_never_makes_totals_go_down(mbroker):
+    import metrics_worker
+
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(8, initializer=metrics_worker.init, initargs=(mbroker.addrs[0], KEY)) as pool:
+        first = pool.map(metrics_worker.work, range(400), chunksize=5)
+        done = {}
+        for pid, n in first:
+            done[pid] = max(done.get(pid, 0), n)
+        before = scrape(mbroker)
+        total = value(before, 'jobs_done_total{queue="even"}') + value(before, 'jobs_done_total{queue="odd"}')
+        assert total == 400 and value(before, "job_seconds_count") == 400
+        assert value(before, "worker_jobs") == 400
+        victim = max(done, key=done.get)
+        os.kill(victim, signal.SIGKILL)
+        # The dead worker's livesum share goes; its max stays; the counters do not move.
+        deadline = time.monotonic() + 30
+        while value(scrape(mbroker), "worker_jobs") != 400 - done[victim] and time.monotonic() < deadline:
+            pass
+        after = scrape(mbroker)
+        assert value(after, "worker_jobs") == 400 - done[victim]
+        assert value(after, "worker_jobs_most") == done[victim]
+        assert value(after, 'jobs_done_total{queue="even"}') == 200
+        assert value(after, "job_seconds_count") == 400
+        pool.map(metrics_worker.work, range(400, 800), chunksize=5)  # survivors and a new worker
+    final = scrape(mbroker)
+    assert value(final, 'jobs_done_total{queue="even"}') + value(final, 'jobs_done_total{queue="odd"}') == 800
+    assert value(final, "job_seconds_count") == 800
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian's prometheus) missing")
+def test_the_scrape_passes_promtool_check_metrics(mbroker):
+    c = Client(mbroker.address, authkey=KEY)
+    c.send(("$metrics", [
+        ("declare", "ok_total", "counter", "A counter\nwith a newline \\ and backslash", ("k",), {}),
+        ("declare", "dur_seconds", "histogram", "Durations", (), {}),
+        ("declare", "size_bytes", "summary", "Sizes", (), {}),
+        ("declare", "temp_celsius", "gauge", "T", ("room",), {"mode": "all"}),
+        ("inc", "ok_total", {"k": "v\n\"x\""}, 1),
+        ("observe", "dur_seconds", {}, 0.3),
+        ("observe", "size_bytes", {}, 10),
+        ("set", "temp_celsius", {"room": "a"}, -2.5),
+    ]))
+    barrier(c)
+    r = subprocess.run(["promtool", "check", "metrics"], input=scrape(mbroker), capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_series_cap_rejects_the_next_series(mbroker):
+    c = Client(mbroker.address, authkey=KEY)
+    ops = [("declare", "wide_total", "counter", "w", ("i",), {})]
+    ops += [("inc", "wide_total", {"i": str(i)}, 1) for i in range(10_001)]
+    c.send(("$metrics", ops))
+    reply = c.recv()
+    assert reply[0] == "$error" and "1 of 10002 ops rejected" in reply[1] and "10000 series" in reply[1]
+    text = scrape(mbroker)
+    assert value(text, "mphub_metrics_series") == 10_000
+    assert value(text, 'mphub_metrics_rejected_total{reason="limit"}') == 1
