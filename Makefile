@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CARGO ?= cargo
 
-.PHONY: check fmt clippy doc lint-py deploy-check test test-rust test-e2e build py313 vectors fuzz bench bench-py bench-rs bench-metrics loadgen
+.PHONY: check fmt clippy doc lint-py deploy-check test test-rust test-e2e build py313 vectors fuzz bench bench-py bench-rs bench-metrics bench-compare loadgen
 
 check: fmt clippy doc lint-py test deploy-check
 
@@ -54,6 +54,15 @@ bench:
 # client-py against the stock multiprocessing Client through the same broker.
 bench-py: build
 	$(PYTHON) client-py/bench/vs_stock.py
+
+# mphub against a hand-written hub, Redis, NATS and ZeroMQ; writes BENCHMARKS.md and plots.
+# Installs its peers (Debian: redis-server nats-server; pip: redis nats-py pyzmq matplotlib).
+bench-compare: build
+	command -v redis-server >/dev/null && command -v nats-server >/dev/null || \
+		sudo -n apt-get install -y redis-server nats-server || apt-get install -y redis-server nats-server
+	$(PYTHON) -m pip install --quiet redis nats-py pyzmq matplotlib
+	$(CARGO) build --release --manifest-path bench/rust/Cargo.toml
+	$(PYTHON) bench/compare.py $(ARGS)
 
 # Worker metrics: increments/s from 16 processes, broker CPU per op, scrape latency at 10k series.
 bench-metrics: build
