@@ -14,7 +14,7 @@ use thiserror::Error;
 /// A configuration that cannot be used, said in one line.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     ReadFile {
         path: PathBuf,
         source: std::io::Error,
@@ -27,7 +27,7 @@ pub enum ConfigError {
     Metrics(String),
     #[error("invalid size {0:?}: use bytes, or a number with KiB, MiB, GiB (or K, M, G)")]
     Size(String),
-    #[error("cannot read authkey file {path}: {source}")]
+    #[error("cannot read authkey file {path}")]
     AuthkeyFile {
         path: PathBuf,
         source: std::io::Error,

@@ -73,12 +73,12 @@ impl Shared {
 /// The broker could not start.
 #[derive(Debug, Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: ListenAddr,
         source: std::io::Error,
     },
-    #[error("cannot serve metrics on {addr}: {source}")]
+    #[error("cannot serve metrics on {addr}")]
     Metrics {
         addr: std::net::SocketAddr,
         source: std::io::Error,
