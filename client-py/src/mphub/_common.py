@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import threading
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from ._wire import frame
-from .errors import TimeoutError
+from .errors import BufferFullError, ConnectionClosed, MphubError, TimeoutError
 
 Key = Tuple[str, Optional[str]]
 
@@ -78,3 +79,45 @@ class Inbox:
             waiter = self._requests.pop(topic, None)
             if waiter is not None:
                 waiter.set(payload)
+
+
+log = logging.getLogger("mphub")
+
+
+class HubBase:
+    """What the threaded and the asyncio hub do alike: offline checks and error reporting."""
+
+    on_error: Optional[Callable[[BaseException], Any]]
+    _closing: bool
+    _lost: Optional[BaseException]
+    _wbuf: bytearray
+    _offline_limit: int
+
+    def _check_offline(self, n: int) -> None:
+        """Raise unless `n` more bytes may wait for a reconnect."""
+        if self._closing:
+            raise ConnectionClosed("the hub is closed")
+        if self._lost is not None:
+            raise ConnectionClosed(f"the connection is lost: {self._lost}")
+        if len(self._wbuf) + n > self._offline_limit:
+            raise BufferFullError(
+                f"disconnected, and {len(self._wbuf)} bytes of publishes already wait "
+                f"(reconnect_buffer={self._offline_limit})"
+            )
+
+    def _report(self, error: BaseException, log_it: bool = True) -> None:
+        if self.on_error is not None:
+            self._call(self.on_error, error)
+        elif log_it:
+            log.error("mphub: %s", error)
+
+    def _call(self, fn: Optional[Callable[..., Any]], *args: Any) -> None:
+        if fn is None:
+            return
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("mphub: callback %r raised", fn)
+
+    def _on_bad(self, error: BaseException) -> None:
+        self._report(MphubError(f"a message could not be unpickled: {error!r}"))

@@ -24,7 +24,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Deque, Dict, List, O
 
 from . import _topics
 from ._address import AddressLike, parse
-from ._common import Key, authkey_from_env, hashable, restore_frames, wire_arg
+from ._common import HubBase, Key, authkey_from_env, hashable, restore_frames, wire_arg
 from ._dispatch import Router, deliver
 from ._wire import (
     CHALLENGE,
@@ -38,7 +38,6 @@ from ._wire import (
 from .errors import (
     AuthenticationError,
     BrokerError,
-    BufferFullError,
     ConnectionClosed,
     MphubError,
     SlowConsumerError,
@@ -211,7 +210,7 @@ class Subscription:
                 self._hub._report(e, log_it=False)
 
 
-class Hub:
+class Hub(HubBase):
     """An asyncio connection to an mphub broker; options as `mphub.Hub`."""
 
     def __init__(
@@ -299,17 +298,6 @@ class Hub:
         elif not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._write)
-
-    def _check_offline(self, n: int) -> None:
-        if self._closing:
-            raise ConnectionClosed("the hub is closed")
-        if self._lost is not None:
-            raise ConnectionClosed(f"the connection is lost: {self._lost}")
-        if len(self._wbuf) + n > self._offline_limit:
-            raise BufferFullError(
-                f"disconnected, and {len(self._wbuf)} bytes of publishes already wait "
-                f"(reconnect_buffer={self._offline_limit})"
-            )
 
     def _write(self) -> None:
         self._scheduled = False
@@ -469,9 +457,6 @@ class Hub:
                 return e
             deliver(bodies, router, on_control, on_bad)
 
-    def _on_bad(self, error: BaseException) -> None:
-        self._report(MphubError(f"a message could not be unpickled: {error!r}"))
-
     def _on_message(self, obj: Any) -> None:
         if type(obj) is tuple and len(obj) == 2 and type(obj[0]) is str:
             topic = obj[0]
@@ -556,20 +541,6 @@ class Hub:
             self._report(error)
 
     # ------------------------------------------------------------------ errors, closing
-
-    def _report(self, error: BaseException, log_it: bool = True) -> None:
-        if self.on_error is not None:
-            self._call(self.on_error, error)
-        elif log_it:
-            log.error("mphub: %s", error)
-
-    def _call(self, fn: Optional[Callable[..., Any]], *args: Any) -> None:
-        if fn is None:
-            return
-        try:
-            fn(*args)
-        except Exception:
-            log.exception("mphub: callback %r raised", fn)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Send what is buffered, say goodbye, wait for the broker to finish, close."""

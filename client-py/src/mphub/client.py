@@ -23,14 +23,13 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from . import _topics
 from ._address import AddressLike, parse
-from ._common import Inbox, Key, Waiter, authkey_from_env, hashable, restore_frames, wire_arg
+from ._common import HubBase, Inbox, Key, Waiter, authkey_from_env, hashable, restore_frames, wire_arg
 from ._connect import open_socket
 from ._dispatch import Router, deliver
 from ._wire import FrameSplitter, ProtocolError, frame, header
 from .errors import (
     AuthenticationError,
     BrokerError,
-    BufferFullError,
     ConnectionClosed,
     MphubError,
     TimeoutError,
@@ -56,7 +55,7 @@ def _poller(sock: socket.socket) -> Any:
     return p
 
 
-class Hub:
+class Hub(HubBase):
     """A connection to an mphub broker. Use `mphub.connect(...)`; close it (or use `with`).
 
     Keyword options (all optional):
@@ -184,17 +183,6 @@ class Hub:
             self._send_now()
         elif wake:
             self._wake.set()
-
-    def _check_offline(self, n: int) -> None:
-        if self._closing:
-            raise ConnectionClosed("the hub is closed")
-        if self._lost is not None:
-            raise ConnectionClosed(f"the connection is lost: {self._lost}")
-        if len(self._wbuf) + n > self._offline_limit:
-            raise BufferFullError(
-                f"disconnected, and {len(self._wbuf)} bytes of publishes already wait "
-                f"(reconnect_buffer={self._offline_limit})"
-            )
 
     def _send_now(self) -> None:
         """Write out the buffer (in the calling thread)."""
@@ -456,9 +444,6 @@ class Hub:
         finally:
             self._read_lock.release()
 
-    def _on_bad(self, error: BaseException) -> None:
-        self._report(MphubError(f"a message could not be unpickled: {error!r}"))
-
     def _on_message(self, obj: Any) -> None:
         if type(obj) is tuple and len(obj) == 2 and type(obj[0]) is str:
             topic = obj[0]
@@ -570,20 +555,6 @@ class Hub:
             self._report(error)
 
     # ------------------------------------------------------------------ errors, closing
-
-    def _report(self, error: BaseException, log_it: bool = True) -> None:
-        if self.on_error is not None:
-            self._call(self.on_error, error)
-        elif log_it:
-            log.error("mphub: %s", error)
-
-    def _call(self, fn: Optional[Callable[..., Any]], *args: Any) -> None:
-        if fn is None:
-            return
-        try:
-            fn(*args)
-        except Exception:
-            log.exception("mphub: callback %r raised", fn)
 
     def _close_subs(self) -> None:
         with self._wlock:
