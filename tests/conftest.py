@@ -160,3 +160,33 @@ def hubs(broker):
     yield make
     for h in made:
         h.close()
+
+
+@pytest.fixture
+def nats():
+    """`nats(n)` starts one nats-server (n=1) or n routed into a cluster; all stop at the end."""
+    from natsserver import NatsServer, nats_server_binary, routed_cluster
+
+    if nats_server_binary() is None:
+        pytest.fail("nats-server missing: apt-get install nats-server (.ci/run does)")
+    started = []
+
+    def start(n=1):
+        servers = [NatsServer("n0")] if n == 1 else routed_cluster(n)
+        started.extend(servers)
+        return servers
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture
+def node(start_broker):
+    """`node(url)` starts an mphub node joined to NATS at `url`, metrics on."""
+
+    def start(url, *args, **kw):
+        kw.setdefault("metrics", "127.0.0.1:0")
+        return start_broker("--cluster", url, *args, **kw)
+
+    return start

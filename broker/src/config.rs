@@ -137,6 +137,8 @@ pub struct Config {
     pub log_level: String,
     /// Log line format.
     pub log_format: LogFormat,
+    /// The NATS deployment to join; `None` is a single node.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl fmt::Debug for Config {
@@ -155,6 +157,7 @@ impl fmt::Debug for Config {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("log_level", &self.log_level)
             .field("log_format", &self.log_format)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -174,6 +177,24 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(5),
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            cluster: None,
+        }
+    }
+}
+
+/// NATS URLs in the file: one string (comma-separated) or a list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Urls {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Urls {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Urls::One(s) => vec![s],
+            Urls::Many(v) => v,
         }
     }
 }
@@ -228,6 +249,17 @@ pub struct FileConfig {
     pub shutdown_timeout: Option<f64>,
     pub log_level: Option<String>,
     pub log_format: Option<LogFormat>,
+    pub cluster: Option<Urls>,
+    pub cluster_prefix: Option<String>,
+    pub cluster_token_file: Option<PathBuf>,
+    pub cluster_user: Option<String>,
+    pub cluster_password_file: Option<PathBuf>,
+    pub cluster_creds_file: Option<PathBuf>,
+    pub cluster_tls_required: Option<bool>,
+    pub cluster_tls_ca: Option<PathBuf>,
+    pub cluster_tls_cert: Option<PathBuf>,
+    pub cluster_tls_key: Option<PathBuf>,
+    pub cluster_outbound_limit: Option<Size>,
 }
 
 impl FileConfig {
@@ -258,6 +290,17 @@ impl FileConfig {
             shutdown_timeout: over.shutdown_timeout.or(self.shutdown_timeout),
             log_level: over.log_level.or(self.log_level),
             log_format: over.log_format.or(self.log_format),
+            cluster: over.cluster.or(self.cluster),
+            cluster_prefix: over.cluster_prefix.or(self.cluster_prefix),
+            cluster_token_file: over.cluster_token_file.or(self.cluster_token_file),
+            cluster_user: over.cluster_user.or(self.cluster_user),
+            cluster_password_file: over.cluster_password_file.or(self.cluster_password_file),
+            cluster_creds_file: over.cluster_creds_file.or(self.cluster_creds_file),
+            cluster_tls_required: over.cluster_tls_required.or(self.cluster_tls_required),
+            cluster_tls_ca: over.cluster_tls_ca.or(self.cluster_tls_ca),
+            cluster_tls_cert: over.cluster_tls_cert.or(self.cluster_tls_cert),
+            cluster_tls_key: over.cluster_tls_key.or(self.cluster_tls_key),
+            cluster_outbound_limit: over.cluster_outbound_limit.or(self.cluster_outbound_limit),
         }
     }
 
@@ -337,7 +380,22 @@ impl FileConfig {
                 "max_connections must be above 0".into(),
             ));
         }
+        let cluster = crate::cluster::options::ClusterKeys {
+            urls: self.cluster.map(Urls::into_vec).unwrap_or_default(),
+            prefix: self.cluster_prefix,
+            token_file: self.cluster_token_file,
+            user: self.cluster_user,
+            password_file: self.cluster_password_file,
+            creds_file: self.cluster_creds_file,
+            tls_required: self.cluster_tls_required,
+            tls_ca: self.cluster_tls_ca,
+            tls_cert: self.cluster_tls_cert,
+            tls_key: self.cluster_tls_key,
+            outbound_limit: self.cluster_outbound_limit.map(|s| s.bytes()).transpose()?,
+        }
+        .resolve()?;
         Ok(Config {
+            cluster,
             listen,
             metrics,
             authkey,

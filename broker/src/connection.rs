@@ -11,10 +11,12 @@ use mphub_protocol::handshake::Handshake;
 use mphub_protocol::{reply, Envelope, FrameError, Scanner};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, Instrument};
 
+use crate::cluster::Served;
 use crate::net::{ReadHalf, Stream};
-use crate::peer::{Delivery, Peer};
+use crate::peer::Peer;
+use crate::route::{pick_live, Tally};
 use crate::writer::{self, Ended};
 use crate::Shared;
 
@@ -65,10 +67,7 @@ impl std::fmt::Display for Close {
 struct Counts {
     received: u64,
     received_bytes: u64,
-    delivered: u64,
-    delivered_bytes: u64,
-    dropped: u64,
-    closed: u64,
+    routed: Tally,
 }
 
 /// Serves one accepted connection to its end.
@@ -255,27 +254,14 @@ impl Conn<'_> {
 
     /// Folds this batch's counts into the shared metrics.
     fn fold(&mut self) {
-        let c = std::mem::take(&mut self.counts);
+        let mut c = std::mem::take(&mut self.counts);
         let m = &self.shared.metrics;
         if c.received > 0 {
             m.messages_received.inc_by(c.received);
             m.bytes_received.inc_by(c.received_bytes);
             self.received_total += c.received;
         }
-        if c.delivered > 0 {
-            m.messages_delivered.inc_by(c.delivered);
-            m.bytes_delivered.inc_by(c.delivered_bytes);
-        }
-        if c.dropped > 0 {
-            m.messages_dropped
-                .with_label_values(&["slow_consumer"])
-                .inc_by(c.dropped);
-        }
-        if c.closed > 0 {
-            m.messages_dropped
-                .with_label_values(&["closed"])
-                .inc_by(c.closed);
-        }
+        c.routed.fold(m);
     }
 
     /// Handles one frame; `Some` ends the connection.
@@ -290,22 +276,23 @@ impl Conn<'_> {
                 } else {
                     self.epoch
                 };
-                let before = self.counts.delivered;
+                let before = self.counts.routed.delivered;
                 for p in &matches.plain {
                     self.offer(p, &wire, at);
                 }
+                let mut served = Served::default();
                 for g in &matches.groups {
-                    // Skip members that are closing; try each member at most once.
-                    for _ in 0..g.members.len() {
-                        let Some(p) = g.pick() else { break };
-                        if !p.kill.is_cancelled() {
-                            self.offer(p, &wire, at);
-                            break;
-                        }
+                    if let Some(p) = pick_live(g) {
+                        self.offer(p, &wire, at);
+                        served.add(&g.name);
                     }
                 }
                 if self.timing {
-                    self.fanout.observe((self.counts.delivered - before) as f64);
+                    self.fanout
+                        .observe((self.counts.routed.delivered - before) as f64);
+                }
+                if let Some(cluster) = &self.shared.cluster {
+                    cluster.forward(&topic, wire.slice(header..), served);
                 }
             }
             Envelope::Subscribe(i) => {
@@ -374,23 +361,10 @@ impl Conn<'_> {
     }
 
     fn offer(&mut self, p: &Arc<Peer>, wire: &Bytes, at: Instant) {
-        match p.deliver(wire, at) {
-            Delivery::Queued => {
-                self.counts.delivered += 1;
-                self.counts.delivered_bytes += wire.len() as u64;
-            }
-            Delivery::Dropped => self.counts.dropped += 1,
-            Delivery::Disconnected => {
-                self.counts.dropped += 1;
-                self.shared.metrics.slow_consumers.inc();
-                warn!(
-                    subscriber = p.id,
-                    limit = self.shared.config.outbound_limit,
-                    "slow consumer: outbound queue over its limit; closing that connection"
-                );
-            }
-            Delivery::Closed => self.counts.closed += 1,
-        }
+        let s = self.shared;
+        self.counts
+            .routed
+            .offer(&s.metrics, s.config.outbound_limit, p, wire, at);
     }
 
     fn unsubscribe_all(&mut self) {

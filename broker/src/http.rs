@@ -1,7 +1,8 @@
 //! The HTTP endpoint: `/metrics` (Prometheus text format) and `/healthz`.
 //!
 //! `/healthz` answers 200 while the broker accepts connections and 503 once shutdown has begun;
-//! the endpoint keeps serving until every connection is closed, so the 503 can be seen.
+//! the endpoint keeps serving until every connection is closed, so the 503 can be seen. With
+//! `--cluster`, a second line tells whether the node is connected to NATS.
 
 use std::sync::Arc;
 
@@ -27,9 +28,15 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     if shared.shutdown.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-    } else {
-        (StatusCode::OK, "ok\n")
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down\n".to_owned(),
+        );
+    }
+    // A node cut off from NATS still serves its own clients: healthy, and it says so.
+    match &shared.cluster {
+        Some(c) => (StatusCode::OK, format!("ok\n{}\n", c.health())),
+        None => (StatusCode::OK, "ok\n".to_owned()),
     }
 }
 

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use dashmap::DashMap;
 
@@ -194,14 +194,29 @@ impl Collect {
     }
 }
 
+/// Told of every [`Interest`] change, under the index's write lock, so changes arrive in the
+/// order they happened. It must not block (the cluster bridge records and wakes a task).
+pub type Follower = Box<dyn Fn(&Interest) + Send + Sync>;
+
 /// The index. Cheap to share: wrap it in an `Arc`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Index {
     trie: RwLock<Node>,
+    follower: OnceLock<Follower>,
     cache: DashMap<Box<str>, Arc<Matches>>,
     subscriptions: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index")
+            .field("subscriptions", &self.len())
+            .field("cache", &self.cache_len())
+            .field("followed", &self.follower.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What an unsubscribe did.
@@ -223,6 +238,18 @@ pub enum Added {
 }
 
 impl Index {
+    /// Installs the one follower of interest changes; `false` if one was already installed.
+    pub fn follow(&self, follower: Follower) -> bool {
+        self.follower.set(follower).is_ok()
+    }
+
+    fn tell(&self, change: Option<Interest>) -> Option<Interest> {
+        if let (Some(i), Some(f)) = (&change, self.follower.get()) {
+            f(i);
+        }
+        change
+    }
+
     /// Subscribes `peer` to `pattern` (a valid pattern), in queue group `group` if given.
     pub fn subscribe(&self, peer: &Arc<Peer>, pattern: &str, group: Option<&str>) -> Added {
         let mut trie = self.trie.write().unwrap_or_else(|p| p.into_inner());
@@ -247,10 +274,10 @@ impl Index {
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
         // Under the write lock: no reader can insert a stale result after this.
         self.cache.clear();
-        Added::New(first.then(|| Interest::Gained {
+        Added::New(self.tell(first.then(|| Interest::Gained {
             pattern: pattern.to_owned(),
             group: group.map(str::to_owned),
-        }))
+        })))
     }
 
     /// Removes one subscription.
@@ -263,10 +290,10 @@ impl Index {
         }
         self.subscriptions.fetch_sub(1, Ordering::Relaxed);
         self.cache.clear();
-        Removed::Removed((!still).then(|| Interest::Lost {
+        Removed::Removed(self.tell((!still).then(|| Interest::Lost {
             pattern: pattern.to_owned(),
             group: group.map(str::to_owned),
-        }))
+        })))
     }
 
     /// Who gets a message published on `topic` (a valid topic).
@@ -360,6 +387,31 @@ mod tests {
         assert_eq!(idx.unsubscribe(2, "a.*", None), Removed::NotHeld);
         assert!(idx.is_empty());
         assert!(idx.lookup("a.b").plain.is_empty());
+    }
+
+    #[test]
+    fn a_follower_hears_first_and_last_in_order() {
+        let idx = Index::default();
+        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let h = heard.clone();
+        assert!(idx.follow(Box::new(move |i| h.lock().unwrap().push(i.clone()))));
+        let (a, b) = (peer(1), peer(2));
+        idx.subscribe(&a, "x.>", Some("g"));
+        idx.subscribe(&b, "x.>", Some("g"));
+        idx.unsubscribe(1, "x.>", Some("g"));
+        idx.unsubscribe(2, "x.>", Some("g"));
+        let group = Some("g".to_owned());
+        let pattern = "x.>".to_owned();
+        assert_eq!(
+            *heard.lock().unwrap(),
+            vec![
+                Interest::Gained {
+                    pattern: pattern.clone(),
+                    group: group.clone()
+                },
+                Interest::Lost { pattern, group },
+            ]
+        );
     }
 
     #[test]

@@ -8,10 +8,13 @@
 //! - [`writer`]: draining a connection's outbound queue with vectored writes.
 //! - [`peer`]: the outbound queue as publishers see it; the slow-consumer policy.
 //! - [`index`]: the subscription trie, queue groups, the match cache.
+//! - [`route`]: offering a frame to local subscribers, and counting it.
+//! - [`cluster`]: the bridge to a NATS deployment (`--cluster`).
 //! - [`metrics`]: the Prometheus registry.
 //!
 //! [`start`] binds every listener and returns a [`Broker`]; tests run one in-process on port 0.
 
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod http;
@@ -19,6 +22,7 @@ pub mod index;
 pub mod metrics;
 pub mod net;
 pub mod peer;
+pub mod route;
 pub mod server;
 pub mod worker_metrics;
 pub mod writer;
@@ -53,6 +57,8 @@ pub struct Shared {
     pub peers: dashmap::DashMap<u64, Arc<peer::Peer>>,
     /// What worker processes report through `$metrics`.
     pub worker_metrics: worker_metrics::Store,
+    /// The bridge to NATS, with `--cluster`.
+    pub cluster: Option<cluster::Cluster>,
 }
 
 impl Shared {
@@ -62,6 +68,9 @@ impl Shared {
         self.metrics
             .metrics_series
             .set(i64::try_from(self.worker_metrics.series()).unwrap_or(i64::MAX));
+        if let Some(c) = &self.cluster {
+            c.refresh_metrics();
+        }
         let mut out = self
             .metrics
             .render(&self.index, self.peers.iter().map(|p| p.value().queued()));
@@ -78,6 +87,8 @@ pub enum StartError {
         addr: ListenAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Cluster(#[from] cluster::SetupError),
     #[error("cannot serve metrics on {addr}")]
     Metrics {
         addr: std::net::SocketAddr,
@@ -116,7 +127,15 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
     metrics
         .outbound_limit
         .set(i64::try_from(config.outbound_limit).unwrap_or(i64::MAX));
+    let (cluster, pending) = match config.cluster.clone() {
+        Some(c) => {
+            let (c, p) = cluster::Cluster::new(c, &metrics.registry);
+            (Some(c), Some(p))
+        }
+        None => (None, None),
+    };
     let shared = Arc::new(Shared {
+        cluster,
         config,
         index: index::Index::default(),
         metrics,
@@ -129,6 +148,9 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
         worker_metrics: worker_metrics::Store::default(),
     });
     let accept = TaskTracker::new();
+    if let Some(pending) = pending {
+        cluster::start(&shared, pending, &accept).await?;
+    }
     let metrics_addr = match shared.config.metrics {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr)

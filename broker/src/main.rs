@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use mphub_broker::config::{FileConfig, LogFormat, Size, SlowConsumer};
+use mphub_broker::config::{self, FileConfig, LogFormat, Size, SlowConsumer};
 
 /// mphub: a message broker for Python's multiprocessing.connection wire.
 #[derive(Debug, Parser)]
@@ -53,6 +53,39 @@ struct Flags {
     /// Log format. Default text.
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+    /// Join a NATS deployment: nats://host:4222[,nats://...] (tls:// for TLS). Default none.
+    #[arg(long, value_name = "URLS")]
+    cluster: Option<String>,
+    /// Put before every topic to make its NATS subject. Default `mphub.`.
+    #[arg(long, value_name = "PREFIX")]
+    cluster_prefix: Option<String>,
+    /// File holding the NATS token.
+    #[arg(long, value_name = "PATH")]
+    cluster_token_file: Option<PathBuf>,
+    /// NATS user name (with --cluster-password-file).
+    #[arg(long, value_name = "USER")]
+    cluster_user: Option<String>,
+    /// File holding the NATS password.
+    #[arg(long, value_name = "PATH")]
+    cluster_password_file: Option<PathBuf>,
+    /// NATS credentials file (.creds: JWT and NKey seed).
+    #[arg(long, value_name = "PATH")]
+    cluster_creds_file: Option<PathBuf>,
+    /// Refuse a NATS server without TLS.
+    #[arg(long)]
+    cluster_tls_required: bool,
+    /// Extra CA certificates (PEM) to trust for NATS.
+    #[arg(long, value_name = "PATH")]
+    cluster_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for NATS, with --cluster-tls-key.
+    #[arg(long, value_name = "PATH")]
+    cluster_tls_cert: Option<PathBuf>,
+    /// Client key (PEM) for NATS.
+    #[arg(long, value_name = "PATH")]
+    cluster_tls_key: Option<PathBuf>,
+    /// Bytes waiting to go to NATS before more are counted and not forwarded. Default 64MiB.
+    #[arg(long, value_name = "BYTES")]
+    cluster_outbound_limit: Option<String>,
 }
 
 impl Flags {
@@ -72,6 +105,17 @@ impl Flags {
                 shutdown_timeout: self.shutdown_timeout,
                 log_level: self.log_level,
                 log_format: self.log_format,
+                cluster: self.cluster.map(config::Urls::One),
+                cluster_prefix: self.cluster_prefix,
+                cluster_token_file: self.cluster_token_file,
+                cluster_user: self.cluster_user,
+                cluster_password_file: self.cluster_password_file,
+                cluster_creds_file: self.cluster_creds_file,
+                cluster_tls_required: self.cluster_tls_required.then_some(true),
+                cluster_tls_ca: self.cluster_tls_ca,
+                cluster_tls_cert: self.cluster_tls_cert,
+                cluster_tls_key: self.cluster_tls_key,
+                cluster_outbound_limit: self.cluster_outbound_limit.map(Size::Text),
             },
         ))
     }
@@ -97,7 +141,13 @@ async fn signal() {
 }
 
 fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+    // The NATS client's own info lines repeat what the cluster bridge logs; keep its warnings
+    // (a directive naming async_nats decides for itself).
+    let level = match level {
+        "info" | "debug" | "trace" => format!("{level},async_nats=warn"),
+        other => other.to_owned(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .with_context(|| format!("invalid log level {level:?}"))?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()

@@ -63,21 +63,21 @@ const DEPTH_BUCKETS: [f64; 9] = [
     134217728.0,
 ];
 
-fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
+pub(crate) fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
     reg.register(Box::new(c.clone()))
         .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
     c
 }
 
-fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
+pub(crate) fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
     reg.register(Box::new(g.clone()))
         .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
     g
 }
 
-fn counter_vec(reg: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
+pub(crate) fn counter_vec(reg: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), &[label])
         .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
     reg.register(Box::new(c.clone()))

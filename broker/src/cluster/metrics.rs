@@ -1,0 +1,101 @@
+//! The bridge's metrics, in the broker's registry.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
+
+use crate::metrics::{counter, counter_vec, gauge};
+
+/// Why a local publish did not reach NATS.
+pub const NOT_FORWARDED: [&str; 4] = ["disconnected", "backlog", "too_large", "error"];
+/// Why a message from NATS reached no local subscriber.
+pub const INBOUND_DROPPED: [&str; 3] = ["invalid", "no_member", "bridge_slow"];
+
+/// Counters and gauges for the NATS bridge.
+#[derive(Debug, Clone)]
+pub struct ClusterMetrics {
+    pub connected: IntGauge,
+    pub disconnects: IntCounter,
+    pub sent: IntCounter,
+    pub sent_bytes: IntCounter,
+    pub received: IntCounter,
+    pub received_bytes: IntCounter,
+    pub not_forwarded: IntCounterVec,
+    pub inbound_dropped: IntCounterVec,
+    pub group_skips: IntCounter,
+    pub interest: IntGauge,
+    pub outbound_queued: IntGauge,
+}
+
+impl ClusterMetrics {
+    /// Registers every bridge metric in `r`.
+    pub fn new(r: &Registry) -> Self {
+        let m = ClusterMetrics {
+            connected: gauge(
+                r,
+                "mphub_cluster_connected",
+                "1 while connected to NATS, else 0.",
+            ),
+            disconnects: counter(
+                r,
+                "mphub_cluster_disconnects_total",
+                "NATS connections lost.",
+            ),
+            sent: counter(
+                r,
+                "mphub_cluster_messages_sent_total",
+                "Local publishes handed to NATS.",
+            ),
+            sent_bytes: counter(
+                r,
+                "mphub_cluster_bytes_sent_total",
+                "Payload bytes (the publishers' pickles) handed to NATS.",
+            ),
+            received: counter(
+                r,
+                "mphub_cluster_messages_received_total",
+                "Messages received from NATS (other nodes' publishes).",
+            ),
+            received_bytes: counter(
+                r,
+                "mphub_cluster_bytes_received_total",
+                "Payload bytes received from NATS.",
+            ),
+            not_forwarded: counter_vec(
+                r,
+                "mphub_cluster_not_forwarded_total",
+                "Local publishes that could not be handed to NATS, by reason \
+                 (disconnected, backlog, too_large, error).",
+                "reason",
+            ),
+            inbound_dropped: counter_vec(
+                r,
+                "mphub_cluster_inbound_dropped_total",
+                "Messages from NATS delivered to no local subscriber, by reason \
+                 (invalid, no_member, bridge_slow).",
+                "reason",
+            ),
+            group_skips: counter(
+                r,
+                "mphub_cluster_group_skips_total",
+                "Queue-group messages from NATS not delivered because the publishing node had \
+                 already served that group.",
+            ),
+            interest: gauge(
+                r,
+                "mphub_cluster_interest",
+                "NATS subscriptions this node holds (one per locally wanted pattern and group).",
+            ),
+            outbound_queued: gauge(
+                r,
+                "mphub_cluster_outbound_queued_bytes",
+                "Payload bytes waiting to be handed to NATS.",
+            ),
+        };
+        for reason in NOT_FORWARDED {
+            m.not_forwarded.with_label_values(&[reason]);
+        }
+        for reason in INBOUND_DROPPED {
+            m.inbound_dropped.with_label_values(&[reason]);
+        }
+        m
+    }
+}

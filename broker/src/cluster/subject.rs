@@ -1,0 +1,140 @@
+//! How mphub names things in NATS: topics as subjects under a prefix, queue names, and the two
+//! headers a forwarded message carries.
+//!
+//! - Topic `a.b` travels on subject `<prefix>a.b`; pattern `a.*` subscribes `<prefix>a.*`. The
+//!   rules are NATS's own (PROTOCOL §5), so the mapping is one to one.
+//! - Queue group `g` is NATS queue group `g`: NATS gives each message to one member cluster-wide.
+//! - A node's plain interest is a NATS queue subscription too, in a queue of its own
+//!   (`mphub.node.<id>`; group names have no `.`, so it never meets one). NATS merges queue
+//!   subscriptions by name across patterns, so a node gets each message once however many of
+//!   its patterns match; the node then fans it out locally.
+//! - `Mphub-Origin: <node>:<seq>` numbers what a node forwards, so a receiver can restore the
+//!   publisher's order across its NATS subscriptions. `Mphub-Served: g1 g2` names the queue groups
+//!   the publishing node already delivered to (it prefers local members), so no other node
+//!   delivers to them again.
+
+use async_nats::HeaderMap;
+
+/// Header numbering a node's forwarded messages: `<node id>:<sequence>`.
+pub const ORIGIN: &str = "Mphub-Origin";
+/// Header naming the queue groups already served by the publishing node, space-separated.
+pub const SERVED: &str = "Mphub-Served";
+
+/// Subject and queue names for one node.
+#[derive(Debug, Clone)]
+pub struct Naming {
+    prefix: String,
+    node: String,
+    node_queue: String,
+}
+
+impl Naming {
+    /// Names for node `node` (a short random id) under `prefix`.
+    pub fn new(prefix: &str, node: &str) -> Self {
+        Naming {
+            prefix: prefix.to_owned(),
+            node: node.to_owned(),
+            node_queue: format!("mphub.node.{node}"),
+        }
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The NATS subject for a topic or pattern.
+    pub fn subject(&self, topic: &str) -> String {
+        let mut s = String::with_capacity(self.prefix.len() + topic.len());
+        s.push_str(&self.prefix);
+        s.push_str(topic);
+        s
+    }
+
+    /// The topic a NATS subject carries, if it is under the prefix.
+    pub fn topic<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        subject.strip_prefix(self.prefix.as_str())
+    }
+
+    /// The NATS queue for a plain subscription (`None`) or a queue group.
+    pub fn queue<'a>(&'a self, group: Option<&'a str>) -> &'a str {
+        group.unwrap_or(&self.node_queue)
+    }
+
+    /// The headers for this node's `seq`-th forwarded message.
+    pub fn headers(&self, seq: u64, served: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(ORIGIN, format!("{}:{seq}", self.node));
+        if let Some(s) = served {
+            h.insert(SERVED, s);
+        }
+        h
+    }
+}
+
+/// The queue groups a publish was delivered to locally.
+#[derive(Debug, Default)]
+pub struct Served<'a>(Vec<&'a str>);
+
+impl<'a> Served<'a> {
+    /// Notes one group.
+    pub fn add(&mut self, group: &'a str) {
+        self.0.push(group);
+    }
+
+    /// The header value, when any group was served.
+    pub fn header(&self) -> Option<String> {
+        (!self.0.is_empty()).then(|| self.0.join(" "))
+    }
+}
+
+/// Where a forwarded message came from: (node, sequence), if it says.
+pub fn origin(headers: Option<&HeaderMap>) -> Option<(&str, u64)> {
+    let v = headers?.get(ORIGIN)?.as_str();
+    let (node, seq) = v.rsplit_once(':')?;
+    Some((node, seq.parse().ok()?))
+}
+
+/// Whether the publishing node already delivered to `group`.
+pub fn served(headers: Option<&HeaderMap>, group: &str) -> bool {
+    headers
+        .and_then(|h| h.get(SERVED))
+        .is_some_and(|v| v.as_str().split(' ').any(|g| g == group))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_map_to_subjects_under_the_prefix_and_back() {
+        let n = Naming::new("mphub.", "n1");
+        assert_eq!(n.subject("a.*"), "mphub.a.*");
+        assert_eq!(n.topic("mphub.a.b"), Some("a.b"));
+        assert_eq!(n.topic("other.a.b"), None);
+        let bare = Naming::new("", "n1");
+        assert_eq!(bare.subject(">"), ">");
+    }
+
+    #[test]
+    fn plain_interest_uses_the_nodes_own_queue_and_groups_keep_their_name() {
+        let n = Naming::new("mphub.", "n1");
+        assert_eq!(n.queue(None), "mphub.node.n1");
+        assert_eq!(n.queue(Some("workers")), "workers");
+    }
+
+    #[test]
+    fn headers_round_trip() {
+        let n = Naming::new("mphub.", "ab12");
+        let mut s = Served::default();
+        assert_eq!(s.header(), None);
+        s.add("w");
+        s.add("x");
+        let h = n.headers(42, s.header().as_deref());
+        assert_eq!(origin(Some(&h)), Some(("ab12", 42)));
+        assert!(served(Some(&h), "x"));
+        assert!(!served(Some(&h), "y"));
+        assert!(!served(None, "x"));
+        assert_eq!(origin(None), None);
+    }
+}

@@ -1,0 +1,95 @@
+"""Helpers for the cluster tests: mphub nodes on NATS, a cross-node readiness barrier, metrics."""
+
+import itertools
+import re
+import socket
+import time
+import urllib.request
+from multiprocessing.connection import Client
+
+from conftest import KEY
+from scenarios import subscribe
+
+_probe_ids = itertools.count()
+
+
+def settle(nodes, timeout=30):
+    """Returns once a publish on any node reaches a fresh subscriber on every other node.
+
+    NATS spreads interest between its servers asynchronously and in order, so once a probe
+    subscription made now on Y is seen from X, every subscription made earlier on Y is too.
+    A node's own messages take no NATS path, so this is the cluster's `$ping`.
+    """
+    for y in nodes:
+        topic = f"probe.{next(_probe_ids)}"
+        probe = Client(y.address, authkey=KEY)
+        subscribe(probe, topic)
+        for x in nodes:
+            if x is y:
+                continue
+            pub = Client(x.address, authkey=KEY)
+            deadline = time.monotonic() + timeout
+            i = 0
+            while not probe.poll(0.05):  # a condition wait with a timeout, retried
+                assert time.monotonic() < deadline, f"{x.address} never reached {y.address}"
+                pub.send((topic, i))
+                i += 1
+            # Everything this publisher sent comes in order: wait for a last one, so no probe
+            # is still in flight when the test starts counting.
+            pub.send((topic, "last"))
+            while probe.recv() != (topic, "last"):
+                pass
+            pub.close()
+        probe.close()
+
+
+def scrape(node):
+    """The node's metrics as {series: value}."""
+    text = urllib.request.urlopen(node.metrics_url, timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^([a-z_]+(?:\{[^}]*\})?) (\S+)$", line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def healthz(node):
+    url = node.metrics_url.replace("/metrics", "/healthz")
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.status, r.read().decode()
+
+
+def wait_metric(node, name, want, timeout=30):
+    """Polls a metric until it equals `want` (a readiness condition, with a deadline)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = scrape(node).get(name)
+        if got == want:
+            return
+        assert time.monotonic() < deadline, f"{name} stayed {got}, wanted {want}"
+        time.sleep(0.05)
+
+
+def recv_until(conn, marker, timeout=60):
+    """Everything `conn` receives before `marker` (but `settle`'s probes, which a `>` subscriber
+    sees too); fails if the marker does not come."""
+    got = []
+    while True:
+        assert conn.poll(timeout), f"no {marker!r} within {timeout}s; got {len(got)} before"
+        m = conn.recv()
+        if m == marker:
+            return got
+        if not (isinstance(m, tuple) and str(m[0]).startswith("probe.")):
+            got.append(m)
+
+
+def raw_nats_publish(url, subject, payload):
+    """Publishes through NATS's text protocol, as any non-mphub NATS client would."""
+    host, port = url.removeprefix("nats://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"INFO ")
+        s.sendall(b'CONNECT {"verbose":false}\r\n')
+        s.sendall(b"PUB %s %d\r\n%s\r\nPING\r\n" % (subject.encode(), len(payload), payload))
+        assert f.readline() == b"PONG\r\n"

@@ -1,0 +1,285 @@
+"""mphub nodes on a NATS cluster behave as one hub (`--cluster`), through stock Python clients.
+
+Every test starts Debian's nats-server (a routed three-server cluster where it matters) and real
+mphub nodes on loopback. `settle` is the cross-node barrier: interest made before it is known
+everywhere after it.
+"""
+
+import signal
+import threading
+from multiprocessing.connection import Client
+
+import pytest
+
+from cluster_helpers import healthz, raw_nats_publish, recv_until, scrape, settle, wait_metric
+from conftest import KEY
+from natsserver import NatsServer, free_port
+from scenarios import barrier, subscribe
+
+END = ("end", None)
+
+
+def connect(node):
+    return Client(node.address, authkey=KEY)
+
+
+def test_a_publish_on_one_node_reaches_subscribers_on_the_others_unchanged(nats, node):
+    servers = nats(3)
+    a, b, c = (node(s.url) for s in servers)
+    subs = {}
+    for name, n in [("a", a), ("b", b), ("c", c)]:
+        conn = connect(n)
+        subscribe(conn, "sensors.*")
+        subscribe(conn, "end")
+        subs[name] = conn
+    settle([a, b, c])
+    pub = connect(a)
+    payloads = [{"i": 1, "v": 21.5}, b"\x00" * 100_000, ("nested", [1, 2.5, None]), "ü" * 10, 2**100]
+    for p in payloads:
+        pub.send(("sensors.temp", p))
+    pub.send(END)
+    for name, conn in subs.items():
+        assert recv_until(conn, END) == [("sensors.temp", p) for p in payloads], name
+    sent = scrape(a)
+    assert sent["mphub_cluster_messages_sent_total"] >= len(payloads) + 1
+    for n in (b, c):
+        got = scrape(n)
+        assert got["mphub_cluster_connected"] == 1
+        assert got["mphub_cluster_messages_received_total"] >= len(payloads) + 1
+        assert got["mphub_cluster_bytes_received_total"] > 100_000
+
+
+def test_wildcards_follow_nats_rules_across_nodes(nats, node):
+    (server,) = nats(1)
+    a, b = node(server.url), node(server.url)
+    subs = {}
+    for pattern in ["a.*", "a.>", ">", "*.b", "a.b.c", ("a.*", "a.>")]:
+        conn = connect(b)
+        for p in pattern if isinstance(pattern, tuple) else (pattern,):
+            subscribe(conn, p)
+        subscribe(conn, "end")
+        subs[pattern] = conn
+    settle([a, b])
+    pub = connect(a)
+    for topic in ["a", "a.b", "a.b.c", "x.b"]:
+        pub.send((topic, topic))
+    pub.send(END)
+    got = {p: [m[0] for m in recv_until(c, END)] for p, c in subs.items()}
+    assert got == {
+        "a.*": ["a.b"],
+        "a.>": ["a.b", "a.b.c"],
+        ">": ["a", "a.b", "a.b.c", "x.b"],
+        "*.b": ["a.b", "x.b"],
+        "a.b.c": ["a.b.c"],
+        ("a.*", "a.>"): ["a.b", "a.b.c"],  # once, though two of its patterns match
+    }
+
+
+def test_a_queue_group_on_three_nodes_gets_each_of_3000_messages_exactly_once(nats, node):
+    servers = nats(3)
+    nodes = [node(s.url) for s in servers]
+    members = []  # (node index, connection)
+    for i, n in enumerate(nodes):
+        for _ in range(2):
+            m = connect(n)
+            subscribe(m, ("jobs.*", "workers"))
+            subscribe(m, "end")
+            members.append((i, m))
+    settle(nodes)
+    pubs = [connect(n) for n in nodes]
+    for k in range(3000):
+        pubs[k % 3].send(("jobs.run", k))
+    for p in pubs:
+        p.send(END)
+    got = {}  # message -> node indexes that received it
+    for i, m in members:
+        seen_ends = 0
+        while seen_ends < 3:
+            for msg in recv_until(m, END):
+                got.setdefault(msg[1], []).append(i)
+            seen_ends += 1
+    assert sorted(got) == list(range(3000))
+    assert all(len(v) == 1 for v in got.values()), "a message reached the group twice"
+    # Each node has members, so NATS and mphub alike keep every message on its publisher's node.
+    assert all(v == [k % 3] for k, v in got.items())
+
+
+def test_a_group_with_no_member_on_the_publishing_node_is_served_once_elsewhere(nats, node):
+    servers = nats(3)
+    a, b, c = (node(s.url) for s in servers)
+    members = []
+    for n in (b, c):
+        m = connect(n)
+        subscribe(m, ("jobs.>", "workers"))
+        subscribe(m, "end")
+        members.append(m)
+    watcher = connect(c)  # a plain subscriber still gets everything
+    subscribe(watcher, "jobs.>")
+    subscribe(watcher, "end")
+    settle([a, b, c])
+    pub = connect(a)
+    for k in range(3000):
+        pub.send(("jobs.run", k))
+    pub.send(END)
+    everything = sorted(msg[1] for m in members for msg in recv_until(m, END))
+    assert everything == list(range(3000))
+    assert [msg[1] for msg in recv_until(watcher, END)] == list(range(3000))
+
+
+def test_order_per_publisher_holds_across_nodes_and_overlapping_patterns(nats, node):
+    (server,) = nats(1)
+    a, b = node(server.url), node(server.url)
+    both = connect(b)  # NATS may pick either pattern's subscription for a.x: order must hold
+    subscribe(both, "a.*")
+    subscribe(both, "a.>")
+    deep = connect(b)
+    subscribe(deep, "a.>")
+    settle([a, b])
+    pub = connect(a)
+    sent = []
+    for k in range(5000):
+        topic = "a.x" if k % 3 else "a.x.y"
+        pub.send((topic, k))
+        sent.append((topic, k))
+    pub.send(("a.end", None))
+    assert recv_until(both, ("a.end", None)) == sent
+    assert recv_until(deep, ("a.end", None)) == sent
+
+
+def test_a_node_without_local_interest_receives_none_of_the_traffic(nats, node):
+    (server,) = nats(1)
+    a, b = node(server.url), node(server.url)
+    sub = connect(b)
+    subscribe(sub, "other.*")
+    settle([a, b])
+    before = scrape(b)["mphub_cluster_messages_received_total"]
+    assert scrape(b)["mphub_cluster_interest"] == 1
+    pub = connect(a)
+    for k in range(500):
+        pub.send(("quiet.x", k))
+    pub.send(("other.end", None))
+    assert recv_until(sub, ("other.end", None)) == []
+    assert scrape(b)["mphub_cluster_messages_received_total"] - before == 1
+    sub.close()
+    wait_metric(b, "mphub_cluster_interest", 0)
+
+
+def test_any_nats_client_can_publish_a_pickled_tuple_and_garbage_is_counted(nats, node):
+    import pickle
+
+    (server,) = nats(1)
+    b = node(server.url)
+    sub = connect(b)
+    subscribe(sub, "x.*")
+    subscribe(sub, "end")
+    settle([b])
+    raw_nats_publish(server.url, "mphub.x.y", b"not a pickle")
+    raw_nats_publish(server.url, "mphub.x.y", pickle.dumps(("x.other", 1)))  # topic mismatch
+    raw_nats_publish(server.url, "mphub.x.y", pickle.dumps(("x.y", {"from": "nats"})))
+    raw_nats_publish(server.url, "mphub.end", pickle.dumps(END))
+    assert recv_until(sub, END) == [("x.y", {"from": "nats"})]
+    assert scrape(b)['mphub_cluster_inbound_dropped_total{reason="invalid"}'] == 2
+
+
+def test_nats_unreachable_at_start_the_node_serves_locally_and_says_so(node):
+    port = free_port()
+    n = node(f"nats://127.0.0.1:{port}")
+    sub, pub = connect(n), connect(n)
+    subscribe(sub, "t")
+    pub.send(("t", 1))
+    barrier(pub)
+    assert barrier(sub) == [("t", 1)]
+    status, text = healthz(n)
+    assert status == 200 and "not connected to NATS" in text, text
+    got = scrape(n)
+    assert got["mphub_cluster_connected"] == 0
+    assert got['mphub_cluster_not_forwarded_total{reason="disconnected"}'] >= 1
+    assert n.wait_for_log("cannot reach NATS")
+    late = NatsServer("late", port=port)
+    try:
+        wait_metric(n, "mphub_cluster_connected", 1)
+        assert "connected to NATS" in healthz(n)[1]
+    finally:
+        late.stop()
+
+
+def test_a_nats_restart_restores_interest_and_counts_the_losses(nats, node):
+    (server,) = nats(1)
+    a, b = node(server.url), node(server.url)
+    sub = connect(b)
+    subscribe(sub, "t.*")
+    subscribe(sub, "end")
+    settle([a, b])
+    pub = connect(a)
+    for k in range(100):
+        pub.send(("t.x", k))
+    pub.send(END)
+    assert len(recv_until(sub, END)) == 100
+
+    server.stop()
+    wait_metric(a, "mphub_cluster_connected", 0)
+    before = scrape(a)['mphub_cluster_not_forwarded_total{reason="disconnected"}']
+    for k in range(50):
+        pub.send(("t.x", k))
+    barrier(pub)
+    lost = scrape(a)['mphub_cluster_not_forwarded_total{reason="disconnected"}'] - before
+    assert lost == 50
+
+    server.start()
+    wait_metric(a, "mphub_cluster_connected", 1)
+    wait_metric(b, "mphub_cluster_connected", 1)
+    settle([a, b])  # b's subscriptions came back without its client doing anything
+    for k in range(100):
+        pub.send(("t.x", 1000 + k))
+    pub.send(END)
+    assert [m[1] for m in recv_until(sub, END)] == [1000 + k for k in range(100)]
+    assert scrape(a)["mphub_cluster_disconnects_total"] == 1
+
+
+def test_a_node_restart_restores_interest_from_reconnecting_clients(nats, node):
+    import mphub
+
+    (server,) = nats(1)
+    a = node(server.url)
+    port = free_port()
+    b = node(server.url, listen=(f"127.0.0.1:{port}",))
+    back = threading.Event()
+    hub = mphub.connect(b.addrs[0], authkey=KEY, on_reconnected=back.set)
+    try:
+        s = hub.subscribe("t.*")
+        settle([a, b])
+        pub = connect(a)
+        pub.send(("t.x", "before"))
+        assert s.next(timeout=30).payload == "before"
+
+        b.stop(signal.SIGKILL)
+        b = node(server.url, listen=(f"127.0.0.1:{port}",))
+        assert back.wait(30), "client-py did not reconnect"
+        hub.flush()  # its subscriptions are restored on the new node
+        settle([a, b])
+        pub.send(("t.x", "after"))
+        assert s.next(timeout=30).payload == "after"
+    finally:
+        hub.close()
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--cluster", "http://127.0.0.1:4222"], "cluster URL"),
+        (["--cluster", "http//nope"], "cluster URL"),
+        (["--cluster", "nats://127.0.0.1:4222", "--cluster-prefix", "no-dot"], "cluster_prefix"),
+        (["--cluster-prefix", "x."], "no cluster"),
+        (["--cluster", "nats://127.0.0.1:4222", "--cluster-user", "u"], "go together"),
+        (["--cluster", "nats://127.0.0.1:4222", "--cluster-token-file", "/nonexistent"], "cannot read"),
+    ],
+)
+def test_cluster_settings_that_cannot_work_stop_the_node_with_one_clear_line(args, says):
+    import subprocess
+
+    from conftest import mphub_binary
+
+    r = subprocess.run([str(mphub_binary()), "--metrics", "off", *args], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], r.stderr
