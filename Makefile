@@ -2,7 +2,7 @@
 PYTHON ?= python3
 CARGO ?= cargo
 
-.PHONY: check fmt clippy doc lint-py deploy-check test test-rust test-e2e build py313 vectors fuzz bench bench-py bench-rs bench-metrics bench-compare loadgen
+.PHONY: check fmt clippy doc lint-py deploy-check test test-rust test-e2e build py313 vectors fuzz bench bench-py bench-rs bench-metrics bench-compare bench-cluster loadgen
 
 check: fmt clippy doc lint-py test deploy-check
 
@@ -65,6 +65,11 @@ bench-compare: build
 	$(PYTHON) bench/compare.py $(ARGS)
 
 # Worker metrics: increments/s from 16 processes, broker CPU per op, scrape latency at 10k series.
+# Cross-node delivery over NATS against the same workload on one node (needs nats-server).
+bench-cluster: build
+	command -v nats-server >/dev/null || sudo -n apt-get install -y nats-server || apt-get install -y nats-server
+	$(PYTHON) bench/cluster.py --runs 3
+
 bench-metrics: build
 	$(PYTHON) client-py/bench/worker_metrics.py
 
