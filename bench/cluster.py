@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -39,7 +40,7 @@ def start_node(*args):
     """An mphub node (optionally on NATS); returns (process, address)."""
     binary = str(ROOT / "target/release/mphub")
     env = {"MPHUB_AUTHKEY": mphub_stock.KEY.decode(), "PATH": "/usr/bin:/bin"}
-    p = subprocess.Popen([binary, "--listen", "127.0.0.1:0", "--metrics", "off", "--outbound-limit", "2GiB",
+    p = subprocess.Popen([binary, "--listen", "127.0.0.1:0", "--metrics", os.environ.get("MPHUB_METRICS", "off"), "--outbound-limit", "2GiB",
                           "--log-level", "warn,mphub_broker=info", *args], stderr=subprocess.PIPE, text=True, env=env)
     for line in p.stderr:
         m = re.search(r"mphub listening on (\S+)", line)

@@ -12,7 +12,7 @@ from multiprocessing.connection import Client
 import pytest
 
 from cluster_helpers import healthz, raw_nats_publish, recv_until, scrape, settle, wait_metric
-from conftest import KEY
+from conftest import KEY, ROOT
 from natsserver import NatsServer, free_port
 from scenarios import barrier, subscribe
 
@@ -47,6 +47,22 @@ def test_a_publish_on_one_node_reaches_subscribers_on_the_others_unchanged(nats,
         assert got["mphub_cluster_connected"] == 1
         assert got["mphub_cluster_messages_received_total"] >= len(payloads) + 1
         assert got["mphub_cluster_bytes_received_total"] > 100_000
+        # Nothing was lost inside the node: all the NATS client read reached the bridge.
+        assert got["mphub_cluster_nats_messages_in_total"] == got["mphub_cluster_messages_received_total"]
+
+
+def test_stock_clients_of_each_python_version_talk_across_nodes(nats, node, interpreter):
+    from conftest import run_py313
+
+    (server,) = nats(1)
+    a, b = node(server.url), node(server.url)
+    if interpreter is None:
+        import cluster_scenario
+
+        cluster_scenario.main(a.address, b.address, KEY)
+    else:
+        r = run_py313(ROOT / "tests/python/cluster_scenario.py", a.addrs[0], b.addrs[0], KEY.hex())
+        assert r.returncode == 0 and r.stdout.startswith("ok 3.13"), r.stderr
 
 
 def test_wildcards_follow_nats_rules_across_nodes(nats, node):
@@ -162,6 +178,22 @@ def test_a_node_without_local_interest_receives_none_of_the_traffic(nats, node):
     assert scrape(b)["mphub_cluster_messages_received_total"] - before == 1
     sub.close()
     wait_metric(b, "mphub_cluster_interest", 0)
+
+
+def test_a_message_over_the_nats_payload_limit_stays_local_and_is_counted(nats, node):
+    (server,) = nats(1)  # nats-server's default max_payload: 1 MiB
+    a, b = node(server.url), node(server.url)
+    local, remote = connect(a), connect(b)
+    for c in (local, remote):
+        subscribe(c, "big")
+        subscribe(c, "end")
+    settle([a, b])
+    pub = connect(a)
+    pub.send(("big", b"x" * (2 << 20)))
+    pub.send(END)
+    assert recv_until(local, END) == [("big", b"x" * (2 << 20))]
+    assert recv_until(remote, END) == []
+    assert scrape(a)['mphub_cluster_not_forwarded_total{reason="too_large"}'] == 1
 
 
 def test_any_nats_client_can_publish_a_pickled_tuple_and_garbage_is_counted(nats, node):

@@ -280,18 +280,21 @@ impl Conn<'_> {
                 for p in &matches.plain {
                     self.offer(p, &wire, at);
                 }
+                let cluster = self.shared.cluster.as_ref();
                 let mut served = Served::default();
                 for g in &matches.groups {
                     if let Some(p) = pick_live(g) {
                         self.offer(p, &wire, at);
-                        served.add(&g.name);
+                        if cluster.is_some() {
+                            served.add(&g.name);
+                        }
                     }
                 }
                 if self.timing {
                     self.fanout
                         .observe((self.counts.routed.delivered - before) as f64);
                 }
-                if let Some(cluster) = &self.shared.cluster {
+                if let Some(cluster) = cluster {
                     cluster.forward(&topic, wire.slice(header..), served);
                 }
             }

@@ -23,6 +23,7 @@ pub struct ClusterMetrics {
     pub group_skips: IntCounter,
     pub interest: IntGauge,
     pub outbound_queued: IntGauge,
+    pub nats_in: IntCounter,
 }
 
 impl ClusterMetrics {
@@ -88,6 +89,12 @@ impl ClusterMetrics {
                 r,
                 "mphub_cluster_outbound_queued_bytes",
                 "Payload bytes waiting to be handed to NATS.",
+            ),
+            nats_in: counter(
+                r,
+                "mphub_cluster_nats_messages_in_total",
+                "Messages the NATS client read off its connection. Once traffic is quiet, this \
+                 minus mphub_cluster_messages_received_total is what was lost inside the node.",
             ),
         };
         for reason in NOT_FORWARDED {

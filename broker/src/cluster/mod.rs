@@ -55,6 +55,8 @@ pub struct Cluster {
     wanted: Arc<inbound::Wanted>,
     metrics: ClusterMetrics,
     status: Arc<Mutex<Status>>,
+    /// The NATS client's own counters, once connected.
+    stats: std::sync::OnceLock<Arc<async_nats::Statistics>>,
 }
 
 /// What [`start`] needs that the shared state cannot hold.
@@ -87,6 +89,7 @@ impl Cluster {
             wanted: Arc::default(),
             metrics,
             status: Arc::default(),
+            stats: std::sync::OnceLock::new(),
         };
         (cluster, Pending { rx })
     }
@@ -122,6 +125,11 @@ impl Cluster {
         self.metrics
             .outbound_queued
             .set(i64::try_from(self.out.queued()).unwrap_or(i64::MAX));
+        if let Some(stats) = self.stats.get() {
+            let seen = stats.in_messages.load(Ordering::Relaxed);
+            let nats_in = &self.metrics.nats_in;
+            nats_in.inc_by(seen.saturating_sub(nats_in.get()));
+        }
     }
 
     fn on_event(&self, ev: Event) {
@@ -209,6 +217,7 @@ pub async fn start(
         node = cluster.naming.node(),
         "cluster: joining NATS"
     );
+    let _ = cluster.stats.set(client.statistics());
     shared.index.follow(cluster.follower());
     tasks.spawn(outbound::run(
         client.clone(),
