@@ -315,3 +315,16 @@ def test_cluster_settings_that_cannot_work_stop_the_node_with_one_clear_line(arg
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("with_nats", [True, False], ids=["nats up", "nats away"])
+def test_a_node_on_nats_stops_cleanly_on_sigterm(nats, node, with_nats):
+    url = nats(1)[0].url if with_nats else f"nats://127.0.0.1:{free_port()}"
+    n = node(url)
+    sub, pub = connect(n), connect(n)
+    subscribe(sub, "t")
+    pub.send(("t", 1))
+    barrier(pub)
+    assert n.stop(signal.SIGTERM) == 0
+    assert sub.recv() == ("t", 1)
+    assert n.wait_for_log("mphub stopped")
