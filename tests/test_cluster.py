@@ -5,6 +5,7 @@ mphub nodes on loopback. `settle` is the cross-node barrier: interest made befor
 everywhere after it.
 """
 
+import pickle
 import signal
 import threading
 from multiprocessing.connection import Client
@@ -14,7 +15,7 @@ import pytest
 from cluster_helpers import healthz, raw_nats_publish, recv_until, scrape, settle, wait_metric
 from conftest import KEY, ROOT
 from natsserver import NatsServer, free_port
-from scenarios import barrier, subscribe
+from scenarios import WILDCARD_EXPECTED, WILDCARD_TOPICS, barrier, subscribe
 
 END = ("end", None)
 
@@ -69,7 +70,7 @@ def test_wildcards_follow_nats_rules_across_nodes(nats, node):
     (server,) = nats(1)
     a, b = node(server.url), node(server.url)
     subs = {}
-    for pattern in ["a.*", "a.>", ">", "*.b", "a.b.c", ("a.*", "a.>")]:
+    for pattern in [*WILDCARD_EXPECTED, ("a.*", "a.>")]:
         conn = connect(b)
         for p in pattern if isinstance(pattern, tuple) else (pattern,):
             subscribe(conn, p)
@@ -77,18 +78,12 @@ def test_wildcards_follow_nats_rules_across_nodes(nats, node):
         subs[pattern] = conn
     settle([a, b])
     pub = connect(a)
-    for topic in ["a", "a.b", "a.b.c", "x.b"]:
+    for topic in WILDCARD_TOPICS:
         pub.send((topic, topic))
     pub.send(END)
     got = {p: [m[0] for m in recv_until(c, END)] for p, c in subs.items()}
-    assert got == {
-        "a.*": ["a.b"],
-        "a.>": ["a.b", "a.b.c"],
-        ">": ["a", "a.b", "a.b.c", "x.b"],
-        "*.b": ["a.b", "x.b"],
-        "a.b.c": ["a.b.c"],
-        ("a.*", "a.>"): ["a.b", "a.b.c"],  # once, though two of its patterns match
-    }
+    # A connection holding two matching patterns gets each message once.
+    assert got == {**WILDCARD_EXPECTED, ("a.*", "a.>"): ["a.b", "a.b.c"]}
 
 
 def test_a_queue_group_on_three_nodes_gets_each_of_3000_messages_exactly_once(nats, node):
@@ -197,8 +192,6 @@ def test_a_message_over_the_nats_payload_limit_stays_local_and_is_counted(nats, 
 
 
 def test_any_nats_client_can_publish_a_pickled_tuple_and_garbage_is_counted(nats, node):
-    import pickle
-
     (server,) = nats(1)
     b = node(server.url)
     sub = connect(b)
@@ -328,3 +321,80 @@ def test_a_node_on_nats_stops_cleanly_on_sigterm(nats, node, with_nats):
     assert n.stop(signal.SIGTERM) == 0
     assert sub.recv() == ("t", 1)
     assert n.wait_for_log("mphub stopped")
+
+
+def test_nodes_with_different_prefixes_are_different_hubs_on_one_nats(nats, node):
+    (server,) = nats(1)
+    a, b = node(server.url, "--cluster-prefix", "hub1."), node(server.url, "--cluster-prefix", "hub1.")
+    other = node(server.url, "--cluster-prefix", "hub2.")
+    on_b, on_other = connect(b), connect(other)
+    for c in (on_b, on_other):
+        subscribe(c, "t")
+        subscribe(c, "end")
+    settle([a, b])
+    pub = connect(a)
+    pub.send(("t", 1))
+    pub.send(END)
+    assert recv_until(on_b, END) == [("t", 1)]
+    # The other hub's node is on the same NATS but hears nothing of hub1.
+    raw_nats_publish(server.url, "hub2.end", pickle.dumps(END))
+    assert recv_until(on_other, END) == []
+
+
+@pytest.mark.parametrize("right", [True, False], ids=["right credentials", "wrong credentials"])
+@pytest.mark.parametrize("kind", ["token", "user"])
+def test_nats_credentials_from_files(node, tmp_path, kind, right):
+    secret = tmp_path / "secret"
+    secret.write_text(("s3cret" if right else "wrong") + "\n")
+    if kind == "token":
+        server = NatsServer("auth", extra=["--auth", "s3cret"])
+        args = ["--cluster-token-file", str(secret)]
+    else:
+        server = NatsServer("auth", extra=["--user", "mphub", "--pass", "s3cret"])
+        args = ["--cluster-user", "mphub", "--cluster-password-file", str(secret)]
+    try:
+        n = node(server.url, *args)
+        if right:
+            wait_metric(n, "mphub_cluster_connected", 1)
+        else:
+            assert n.wait_for_log("cannot reach NATS")
+            status, text = healthz(n)
+            assert status == 200 and "not connected to NATS" in text, text
+            assert scrape(n)["mphub_cluster_connected"] == 0
+    finally:
+        server.stop()
+
+
+def make_certs(d):
+    """A CA and a server certificate for 127.0.0.1, with openssl."""
+    import subprocess
+
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "1", "-subj", "/CN=mphub test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=127.0.0.1")
+    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "1", "-extfile", "san.cnf")
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.pem",
+        "-days", "1", "-subj", "/CN=someone else")
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["trusted CA", "unknown CA"])
+def test_tls_to_nats_checks_the_server_certificate(node, tmp_path, trusted):
+    make_certs(tmp_path)
+    server = NatsServer("tls", extra=["--tls", "--tlscert", str(tmp_path / "server.pem"),
+                                      "--tlskey", str(tmp_path / "server.key")])
+    try:
+        ca = tmp_path / ("ca.pem" if trusted else "other.pem")
+        n = node(f"tls://127.0.0.1:{server.port}", "--cluster-tls-required", "--cluster-tls-ca", str(ca))
+        if trusted:
+            wait_metric(n, "mphub_cluster_connected", 1)
+        else:
+            assert n.wait_for_log("cannot reach NATS")
+            assert scrape(n)["mphub_cluster_connected"] == 0
+    finally:
+        server.stop()

@@ -36,6 +36,17 @@ def subscribe(conn, arg):
     assert reply == ("$ok", ("$sub", arg)), reply
 
 
+# The NATS wildcard rules as a user sees them: each pattern and the topics it receives, in order,
+# when WILDCARD_TOPICS are published (on one node or across a cluster).
+WILDCARD_TOPICS = ["a", "a.b", "a.b.c", "x.b"]
+WILDCARD_EXPECTED = {
+    "a.*": ["a.b"],
+    "a.>": ["a.b", "a.b.c"],
+    ">": ["a", "a.b", "a.b.c", "x.b"],
+    "*.b": ["a.b", "x.b"],
+    "a.b.c": ["a.b.c"],
+}
+
 # --------------------------------------------------------------------------- scenarios
 
 
