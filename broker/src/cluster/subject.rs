@@ -13,12 +13,13 @@
 //!   the publishing node already delivered to (it prefers local members), so no other node
 //!   delivers to them again.
 
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, HeaderName};
 
-/// Header numbering a node's forwarded messages: `<node id>:<sequence>`.
-pub const ORIGIN: &str = "Mphub-Origin";
+/// Header numbering a node's forwarded messages: `<node id>:<sequence>`. (Built from a static
+/// string, so using it allocates nothing.)
+pub const ORIGIN: HeaderName = HeaderName::from_static("Mphub-Origin");
 /// Header naming the queue groups already served by the publishing node, space-separated.
-pub const SERVED: &str = "Mphub-Served";
+pub const SERVED: HeaderName = HeaderName::from_static("Mphub-Served");
 
 /// Subject and queue names for one node.
 #[derive(Debug, Clone)]
