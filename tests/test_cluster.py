@@ -193,17 +193,18 @@ def test_a_message_over_the_nats_payload_limit_stays_local_and_is_counted(nats, 
 
 def test_any_nats_client_can_publish_a_pickled_tuple_and_garbage_is_counted(nats, node):
     (server,) = nats(1)
-    b = node(server.url)
+    b = node(server.url, "--max-frame", "4096")
     sub = connect(b)
     subscribe(sub, "x.*")
     subscribe(sub, "end")
     settle([b])
     raw_nats_publish(server.url, "mphub.x.y", b"not a pickle")
     raw_nats_publish(server.url, "mphub.x.y", pickle.dumps(("x.other", 1)))  # topic mismatch
+    raw_nats_publish(server.url, "mphub.x.y", pickle.dumps(("x.y", b"z" * 8192)))  # over max_frame
     raw_nats_publish(server.url, "mphub.x.y", pickle.dumps(("x.y", {"from": "nats"})))
     raw_nats_publish(server.url, "mphub.end", pickle.dumps(END))
     assert recv_until(sub, END) == [("x.y", {"from": "nats"})]
-    assert scrape(b)['mphub_cluster_inbound_dropped_total{reason="invalid"}'] == 2
+    assert scrape(b)['mphub_cluster_inbound_dropped_total{reason="invalid"}'] == 3
 
 
 def test_nats_unreachable_at_start_the_node_serves_locally_and_says_so(node):

@@ -230,8 +230,11 @@ impl Receiver<'_> {
     }
 
     /// The topic, when the subject is under the prefix and the payload is a pickled
-    /// `(topic, payload)` naming that same topic.
+    /// `(topic, payload)` naming that same topic, within this node's frame limit.
     fn valid_topic<'m>(&self, m: &'m Message) -> Option<&'m str> {
+        if m.payload.len() as u64 > self.shared.config.max_frame {
+            return None;
+        }
         let topic = self.naming.topic(m.subject.as_str())?;
         match mphub_protocol::classify(&m.payload) {
             Envelope::Publish { topic: t } if t == topic => Some(topic),
