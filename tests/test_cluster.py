@@ -24,15 +24,21 @@ def connect(node):
     return Client(node.address, authkey=KEY)
 
 
+def listener(node, *patterns):
+    """A stock client on `node` subscribed to `patterns` and to the END marker's topic."""
+    c = connect(node)
+    for p in patterns:
+        subscribe(c, p)
+    subscribe(c, "end")
+    return c
+
+
 def test_a_publish_on_one_node_reaches_subscribers_on_the_others_unchanged(nats, node):
     servers = nats(3)
     a, b, c = (node(s.url) for s in servers)
     subs = {}
     for name, n in [("a", a), ("b", b), ("c", c)]:
-        conn = connect(n)
-        subscribe(conn, "sensors.*")
-        subscribe(conn, "end")
-        subs[name] = conn
+        subs[name] = listener(n, "sensors.*")
     settle([a, b, c])
     pub = connect(a)
     payloads = [{"i": 1, "v": 21.5}, b"\x00" * 100_000, ("nested", [1, 2.5, None]), "ü" * 10, 2**100]
@@ -71,11 +77,7 @@ def test_wildcards_follow_nats_rules_across_nodes(nats, node):
     a, b = node(server.url), node(server.url)
     subs = {}
     for pattern in [*WILDCARD_EXPECTED, ("a.*", "a.>")]:
-        conn = connect(b)
-        for p in pattern if isinstance(pattern, tuple) else (pattern,):
-            subscribe(conn, p)
-        subscribe(conn, "end")
-        subs[pattern] = conn
+        subs[pattern] = listener(b, *(pattern if isinstance(pattern, tuple) else (pattern,)))
     settle([a, b])
     pub = connect(a)
     for topic in WILDCARD_TOPICS:
@@ -91,11 +93,7 @@ def test_a_queue_group_on_three_nodes_gets_each_of_3000_messages_exactly_once(na
     nodes = [node(s.url) for s in servers]
     members = []  # (node index, connection)
     for i, n in enumerate(nodes):
-        for _ in range(2):
-            m = connect(n)
-            subscribe(m, ("jobs.*", "workers"))
-            subscribe(m, "end")
-            members.append((i, m))
+        members += [(i, listener(n, ("jobs.*", "workers"))) for _ in range(2)]
     settle(nodes)
     pubs = [connect(n) for n in nodes]
     for k in range(3000):
@@ -118,15 +116,8 @@ def test_a_queue_group_on_three_nodes_gets_each_of_3000_messages_exactly_once(na
 def test_a_group_with_no_member_on_the_publishing_node_is_served_once_elsewhere(nats, node):
     servers = nats(3)
     a, b, c = (node(s.url) for s in servers)
-    members = []
-    for n in (b, c):
-        m = connect(n)
-        subscribe(m, ("jobs.>", "workers"))
-        subscribe(m, "end")
-        members.append(m)
-    watcher = connect(c)  # a plain subscriber still gets everything
-    subscribe(watcher, "jobs.>")
-    subscribe(watcher, "end")
+    members = [listener(n, ("jobs.>", "workers")) for n in (b, c)]
+    watcher = listener(c, "jobs.>")  # a plain subscriber still gets everything
     settle([a, b, c])
     pub = connect(a)
     for k in range(3000):
@@ -178,10 +169,7 @@ def test_a_node_without_local_interest_receives_none_of_the_traffic(nats, node):
 def test_a_message_over_the_nats_payload_limit_stays_local_and_is_counted(nats, node):
     (server,) = nats(1)  # nats-server's default max_payload: 1 MiB
     a, b = node(server.url), node(server.url)
-    local, remote = connect(a), connect(b)
-    for c in (local, remote):
-        subscribe(c, "big")
-        subscribe(c, "end")
+    local, remote = listener(a, "big"), listener(b, "big")
     settle([a, b])
     pub = connect(a)
     pub.send(("big", b"x" * (2 << 20)))
@@ -194,9 +182,7 @@ def test_a_message_over_the_nats_payload_limit_stays_local_and_is_counted(nats, 
 def test_any_nats_client_can_publish_a_pickled_tuple_and_garbage_is_counted(nats, node):
     (server,) = nats(1)
     b = node(server.url, "--max-frame", "4096")
-    sub = connect(b)
-    subscribe(sub, "x.*")
-    subscribe(sub, "end")
+    sub = listener(b, "x.*")
     settle([b])
     raw_nats_publish(server.url, "mphub.x.y", b"not a pickle")
     raw_nats_publish(server.url, "mphub.x.y", pickle.dumps(("x.other", 1)))  # topic mismatch
@@ -232,9 +218,7 @@ def test_nats_unreachable_at_start_the_node_serves_locally_and_says_so(node):
 def test_a_nats_restart_restores_interest_and_counts_the_losses(nats, node):
     (server,) = nats(1)
     a, b = node(server.url), node(server.url)
-    sub = connect(b)
-    subscribe(sub, "t.*")
-    subscribe(sub, "end")
+    sub = listener(b, "t.*")
     settle([a, b])
     pub = connect(a)
     for k in range(100):
@@ -328,10 +312,7 @@ def test_nodes_with_different_prefixes_are_different_hubs_on_one_nats(nats, node
     (server,) = nats(1)
     a, b = node(server.url, "--cluster-prefix", "hub1."), node(server.url, "--cluster-prefix", "hub1.")
     other = node(server.url, "--cluster-prefix", "hub2.")
-    on_b, on_other = connect(b), connect(other)
-    for c in (on_b, on_other):
-        subscribe(c, "t")
-        subscribe(c, "end")
+    on_b, on_other = listener(b, "t"), listener(other, "t")
     settle([a, b])
     pub = connect(a)
     pub.send(("t", 1))
