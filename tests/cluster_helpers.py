@@ -60,17 +60,6 @@ def healthz(node):
         return r.status, r.read().decode()
 
 
-def wait_metric(node, name, want, timeout=30):
-    """Polls a metric until it equals `want` (a readiness condition, with a deadline)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = scrape(node).get(name)
-        if got == want:
-            return
-        assert time.monotonic() < deadline, f"{name} stayed {got}, wanted {want}"
-        time.sleep(0.05)
-
-
 def recv_until(conn, marker, timeout=60):
     """Everything `conn` receives before `marker` (but `settle`'s probes, which a `>` subscriber
     sees too); fails if the marker does not come."""

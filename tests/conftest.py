@@ -70,10 +70,10 @@ class Broker:
     def log(self):
         return "\n".join(self.lines)
 
-    def wait_for_log(self, text, timeout=30):
-        """True once a log line contains `text` (lines arrive through a pipe, a little late)."""
+    def wait_for_log(self, text, timeout=30, count=1):
+        """True once `count` log lines contain `text` (lines arrive through a pipe, a little late)."""
         with self._new_line:
-            return self._new_line.wait_for(lambda: any(text in l for l in self.lines), timeout)
+            return self._new_line.wait_for(lambda: sum(text in l for l in self.lines) >= count, timeout)
 
     def rss_kib(self):
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():

@@ -4,7 +4,7 @@ import os
 import shutil
 import socket
 import subprocess
-import time
+import threading
 
 
 def free_port():
@@ -33,26 +33,26 @@ class NatsServer:
     def url(self):
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self):
+    def start(self, timeout=20):
+        """Starts the server and returns once it logs that it is ready."""
         args = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-n", self.name, *self.extra]
         if self.cluster_port:
             args += ["--cluster_name", "mphub-test", "--cluster", f"nats://127.0.0.1:{self.cluster_port}"]
             if self.routes:
                 args += ["--routes", ",".join(self.routes)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.wait_accepting()
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        ready = threading.Event()
 
-    def wait_accepting(self, timeout=20):
-        """Returns once the client port takes connections (the server is up)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"nats-server {self.name} did not start")
-                time.sleep(0.02)  # polling a port: this is a readiness probe, not synchronisation
+        def read(stream):
+            for line in stream:  # keep draining, so the server never blocks on its log
+                if "Server is ready" in line:
+                    ready.set()
+            ready.set()  # exited
+
+        threading.Thread(target=read, args=(self.proc.stderr,), daemon=True).start()
+        if not ready.wait(timeout) or self.proc.poll() is not None:
+            self.stop()
+            raise RuntimeError(f"nats-server {self.name} did not start")
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
