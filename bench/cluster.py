@@ -16,12 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import statistics
-import subprocess
 import sys
-import threading
 import types
 from pathlib import Path
 
@@ -38,16 +34,8 @@ from systems import mphub_py, mphub_stock  # noqa: E402
 
 def start_node(*args):
     """An mphub node (optionally on NATS); returns (process, address)."""
-    binary = str(ROOT / "target/release/mphub")
-    env = {"MPHUB_AUTHKEY": mphub_stock.KEY.decode(), "PATH": "/usr/bin:/bin"}
-    p = subprocess.Popen([binary, "--listen", "127.0.0.1:0", "--metrics", os.environ.get("MPHUB_METRICS", "off"), "--outbound-limit", "2GiB",
-                          "--log-level", "warn,mphub_broker=info", *args], stderr=subprocess.PIPE, text=True, env=env)
-    for line in p.stderr:
-        m = re.search(r"mphub listening on (\S+)", line)
-        if m:
-            threading.Thread(target=lambda: [None for _ in p.stderr], daemon=True).start()
-            return p, m.group(1)
-    raise RuntimeError("mphub did not start")
+    server = mphub_stock.start(None, *args)
+    return server.procs[0], server.addr
 
 
 class Topology:

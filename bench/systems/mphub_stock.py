@@ -12,11 +12,12 @@ NAME, LABEL = "mphub-stock", "mphub + stock Client"
 KEY = b"bench-key"
 
 
-def start(_port=None):
+def start(_port=None, *extra):
+    """An mphub broker on a free port; `extra` flags are added (bench/cluster.py: --cluster)."""
     binary = os.environ.get("MPHUB_BIN", str(ROOT / "target/release/mphub"))
     env = {**os.environ, "MPHUB_AUTHKEY": KEY.decode()}
     p = subprocess.Popen([binary, "--listen", "127.0.0.1:0", "--metrics", "off", "--outbound-limit", "2GiB",
-                          "--log-level", "warn,mphub_broker=info"], stderr=subprocess.PIPE, text=True, env=env)
+                          "--log-level", "warn,mphub_broker=info", *extra], stderr=subprocess.PIPE, text=True, env=env)
     for line in p.stderr:
         m = re.search(r"mphub listening on (\S+)", line)
         if m:

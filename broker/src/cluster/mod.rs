@@ -37,10 +37,10 @@ use crate::Shared;
 use metrics::ClusterMetrics;
 use outbound::{Item, Outbound};
 
-/// What `/healthz` says about the NATS connection.
+/// The last NATS connection failure, for `/healthz`; whether the current run of failures has
+/// been logged. (Connected or not is `Outbound::connected`.)
 #[derive(Debug, Default)]
 struct Status {
-    connected: bool,
     last_error: Option<String>,
     /// A failure was logged since the last change of state (later ones go to debug).
     told: bool,
@@ -109,7 +109,7 @@ impl Cluster {
     pub fn health(&self) -> String {
         let st = self.status.lock().unwrap_or_else(|p| p.into_inner());
         let urls = self.config.redacted_urls().join(",");
-        if st.connected {
+        if self.out.connected.load(Ordering::Acquire) {
             format!("cluster: connected to NATS ({urls})")
         } else {
             let why = st.last_error.as_deref().unwrap_or("connecting");
@@ -137,7 +137,6 @@ impl Cluster {
         match ev {
             Event::Connected => {
                 info!(node = self.naming.node(), "cluster: connected to NATS");
-                st.connected = true;
                 st.last_error = None;
                 st.told = false;
                 self.out.connected.store(true, Ordering::Release);
@@ -148,7 +147,6 @@ impl Cluster {
                     "cluster: lost the NATS connection; reconnecting. Meanwhile publishes for \
                      other nodes are counted in mphub_cluster_not_forwarded_total"
                 );
-                st.connected = false;
                 st.told = false;
                 self.out.connected.store(false, Ordering::Release);
                 self.metrics.connected.set(0);
