@@ -14,41 +14,81 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tracing::error;
 
-use crate::Shared;
+use crate::cluster::Cluster;
+use crate::connections::Connections;
+use crate::index::Index;
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::worker_metrics;
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+/// What the endpoint reads.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The broker's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The subscription index (its size and cache figures).
+    pub index: Arc<Index>,
+    /// The open connections (their queues).
+    pub connections: Arc<Connections>,
+    /// What worker processes report.
+    pub workers: Arc<worker_metrics::Store>,
+    /// The cluster bridge, with `--cluster`.
+    pub cluster: Option<Arc<Cluster>>,
+    /// The broker's shutdown phases.
+    pub shutdown: Shutdown,
+}
+
+impl Sources {
+    /// The Prometheus text for `/metrics`: the broker's own families, then the workers',
+    /// each family whole.
+    pub fn render_metrics(&self) -> String {
+        self.metrics
+            .metrics_series
+            .set(i64::try_from(self.workers.series()).unwrap_or(i64::MAX));
+        if let Some(c) = &self.cluster {
+            c.refresh_metrics();
+        }
+        let mut out = self
+            .metrics
+            .render(&self.index, self.connections.queued().into_iter());
+        self.workers.render(&mut out);
+        out
+    }
+}
+
+async fn metrics(State(src): State<Arc<Sources>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        shared.render_metrics(),
+        src.render_metrics(),
     )
 }
 
-async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    if shared.shutdown.is_cancelled() {
+async fn healthz(State(src): State<Arc<Sources>>) -> impl IntoResponse {
+    if src.shutdown.is_begun() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting down\n".to_owned(),
         );
     }
     // A node cut off from NATS still serves its own clients: healthy, and it says so.
-    match &shared.cluster {
+    match &src.cluster {
         Some(c) => (StatusCode::OK, format!("ok\n{}\n", c.health())),
         None => (StatusCode::OK, "ok\n".to_owned()),
     }
 }
 
-/// Serves until the broker has stopped.
-pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
-    let stopped = shared.stopped.clone();
+/// Serves until the broker's shutdown has finished.
+pub async fn serve(src: Arc<Sources>, listener: TcpListener) {
+    let shutdown = src.shutdown.clone();
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
-        .with_state(shared);
+        .with_state(src);
     let server =
-        axum::serve(listener, app).with_graceful_shutdown(async move { stopped.cancelled().await });
+        axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.finished().await });
     if let Err(e) = server.await {
         error!(error = %e, "metrics endpoint failed");
     }

@@ -8,8 +8,8 @@
 //! Queue groups are grouped by name across every matching pattern, as NATS does: a message goes
 //! to one member of each distinct group, chosen round-robin.
 //!
-//! Every change says whether a (pattern, group) gained its first subscriber or lost its last, so
-//! a bridge to other nodes can follow local interest.
+//! Every change says whether a (pattern, group) gained its first subscriber or lost its last
+//! ([`InterestChange`]), so a bridge to other nodes can follow local interest.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use dashmap::DashMap;
 
-use crate::peer::Peer;
+use crate::outbox::Outbox;
 
 /// Most topics kept in the match cache; past it the cache starts over.
 pub const CACHE_LIMIT: usize = 16_384;
@@ -26,13 +26,13 @@ pub const CACHE_LIMIT: usize = 16_384;
 #[derive(Debug)]
 pub struct Group {
     pub name: Box<str>,
-    pub members: Vec<Arc<Peer>>,
+    pub members: Vec<Arc<Outbox>>,
     next: AtomicUsize,
 }
 
 impl Group {
     /// The member to deliver the next message to (round-robin).
-    pub fn pick(&self) -> Option<&Arc<Peer>> {
+    pub fn pick(&self) -> Option<&Arc<Outbox>> {
         if self.members.is_empty() {
             return None;
         }
@@ -45,14 +45,14 @@ impl Group {
 #[derive(Debug, Default)]
 pub struct Matches {
     /// Plain subscribers, each connection once.
-    pub plain: Vec<Arc<Peer>>,
+    pub plain: Vec<Arc<Outbox>>,
     /// Queue groups, each once.
     pub groups: Vec<Group>,
 }
 
 /// A change in interest, for whoever follows it (a bridge to other nodes).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Interest {
+pub enum InterestChange {
     /// The first local subscriber (or group member) of `pattern` arrived.
     Gained {
         pattern: String,
@@ -70,8 +70,8 @@ struct Node {
     literal: HashMap<Box<str>, Node>,
     star: Option<Box<Node>>,
     gt: Option<Box<Node>>,
-    plain: HashMap<u64, Arc<Peer>>,
-    groups: HashMap<Box<str>, HashMap<u64, Arc<Peer>>>,
+    plain: HashMap<u64, Arc<Outbox>>,
+    groups: HashMap<Box<str>, HashMap<u64, Arc<Outbox>>>,
 }
 
 impl Node {
@@ -156,8 +156,8 @@ impl Node {
 
 #[derive(Default)]
 struct Collect {
-    plain: HashMap<u64, Arc<Peer>>,
-    groups: HashMap<Box<str>, HashMap<u64, Arc<Peer>>>,
+    plain: HashMap<u64, Arc<Outbox>>,
+    groups: HashMap<Box<str>, HashMap<u64, Arc<Outbox>>>,
 }
 
 impl Collect {
@@ -194,9 +194,9 @@ impl Collect {
     }
 }
 
-/// Told of every [`Interest`] change, under the index's write lock, so changes arrive in the
+/// Told of every [`InterestChange`] change, under the index's write lock, so changes arrive in the
 /// order they happened. It must not block (the cluster bridge records and wakes a task).
-pub type Follower = Box<dyn Fn(&Interest) + Send + Sync>;
+pub type Follower = Box<dyn Fn(&InterestChange) + Send + Sync>;
 
 /// The index. Cheap to share: wrap it in an `Arc`.
 #[derive(Default)]
@@ -225,14 +225,14 @@ pub enum Removed {
     /// The connection did not hold that subscription.
     NotHeld,
     /// Removed; `Some` when the pattern/group lost its last subscriber.
-    Removed(Option<Interest>),
+    Removed(Option<InterestChange>),
 }
 
 /// What a subscribe did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Added {
     /// New for this connection; `Some` when the pattern/group gained its first subscriber.
-    New(Option<Interest>),
+    New(Option<InterestChange>),
     /// The connection already held it.
     Already,
 }
@@ -243,15 +243,15 @@ impl Index {
         self.follower.set(follower).is_ok()
     }
 
-    fn tell(&self, change: Option<Interest>) -> Option<Interest> {
+    fn tell(&self, change: Option<InterestChange>) -> Option<InterestChange> {
         if let (Some(i), Some(f)) = (&change, self.follower.get()) {
             f(i);
         }
         change
     }
 
-    /// Subscribes `peer` to `pattern` (a valid pattern), in queue group `group` if given.
-    pub fn subscribe(&self, peer: &Arc<Peer>, pattern: &str, group: Option<&str>) -> Added {
+    /// Subscribes `outbox`'s connection to `pattern` (a valid pattern), in queue group `group` if given.
+    pub fn subscribe(&self, outbox: &Arc<Outbox>, pattern: &str, group: Option<&str>) -> Added {
         let mut trie = self.trie.write().unwrap_or_else(|p| p.into_inner());
         let mut node = &mut *trie;
         for token in pattern.split('.') {
@@ -260,12 +260,15 @@ impl Index {
         let (first, new) = match group {
             None => {
                 let first = node.plain.is_empty();
-                (first, node.plain.insert(peer.id, peer.clone()).is_none())
+                (
+                    first,
+                    node.plain.insert(outbox.id, outbox.clone()).is_none(),
+                )
             }
             Some(g) => {
                 let members = node.groups.entry(g.into()).or_default();
                 let first = members.is_empty();
-                (first, members.insert(peer.id, peer.clone()).is_none())
+                (first, members.insert(outbox.id, outbox.clone()).is_none())
             }
         };
         if !new {
@@ -274,7 +277,7 @@ impl Index {
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
         // Under the write lock: no reader can insert a stale result after this.
         self.cache.clear();
-        Added::New(self.tell(first.then(|| Interest::Gained {
+        Added::New(self.tell(first.then(|| InterestChange::Gained {
             pattern: pattern.to_owned(),
             group: group.map(str::to_owned),
         })))
@@ -290,7 +293,7 @@ impl Index {
         }
         self.subscriptions.fetch_sub(1, Ordering::Relaxed);
         self.cache.clear();
-        Removed::Removed(self.tell((!still).then(|| Interest::Lost {
+        Removed::Removed(self.tell((!still).then(|| InterestChange::Lost {
             pattern: pattern.to_owned(),
             group: group.map(str::to_owned),
         })))
@@ -347,8 +350,8 @@ mod tests {
     use super::*;
     use crate::config::SlowConsumer;
 
-    fn peer(id: u64) -> Arc<Peer> {
-        Arc::new(Peer::new(id, 1 << 20, SlowConsumer::Drop, CancellationToken::new()).0)
+    fn outbox(id: u64) -> Arc<Outbox> {
+        Arc::new(Outbox::new(id, 1 << 20, SlowConsumer::Drop, CancellationToken::new()).0)
     }
 
     fn ids(m: &Matches) -> Vec<u64> {
@@ -358,7 +361,7 @@ mod tests {
     #[test]
     fn wildcards_and_literals_match_and_each_connection_gets_it_once() {
         let idx = Index::default();
-        let (a, b) = (peer(1), peer(2));
+        let (a, b) = (outbox(1), outbox(2));
         idx.subscribe(&a, "a.b", None);
         idx.subscribe(&a, "a.*", None);
         idx.subscribe(&a, "a.>", None);
@@ -372,17 +375,17 @@ mod tests {
     #[test]
     fn interest_is_reported_on_first_and_last() {
         let idx = Index::default();
-        let (a, b) = (peer(1), peer(2));
+        let (a, b) = (outbox(1), outbox(2));
         assert!(matches!(
             idx.subscribe(&a, "a.*", None),
-            Added::New(Some(Interest::Gained { .. }))
+            Added::New(Some(InterestChange::Gained { .. }))
         ));
         assert_eq!(idx.subscribe(&b, "a.*", None), Added::New(None));
         assert_eq!(idx.subscribe(&b, "a.*", None), Added::Already);
         assert_eq!(idx.unsubscribe(1, "a.*", None), Removed::Removed(None));
         assert!(matches!(
             idx.unsubscribe(2, "a.*", None),
-            Removed::Removed(Some(Interest::Lost { .. }))
+            Removed::Removed(Some(InterestChange::Lost { .. }))
         ));
         assert_eq!(idx.unsubscribe(2, "a.*", None), Removed::NotHeld);
         assert!(idx.is_empty());
@@ -395,7 +398,7 @@ mod tests {
         let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
         let h = heard.clone();
         assert!(idx.follow(Box::new(move |i| h.lock().unwrap().push(i.clone()))));
-        let (a, b) = (peer(1), peer(2));
+        let (a, b) = (outbox(1), outbox(2));
         idx.subscribe(&a, "x.>", Some("g"));
         idx.subscribe(&b, "x.>", Some("g"));
         idx.unsubscribe(1, "x.>", Some("g"));
@@ -405,11 +408,11 @@ mod tests {
         assert_eq!(
             *heard.lock().unwrap(),
             vec![
-                Interest::Gained {
+                InterestChange::Gained {
                     pattern: pattern.clone(),
                     group: group.clone()
                 },
-                Interest::Lost { pattern, group },
+                InterestChange::Lost { pattern, group },
             ]
         );
     }
@@ -417,7 +420,7 @@ mod tests {
     #[test]
     fn the_cache_is_invalidated_on_change() {
         let idx = Index::default();
-        let a = peer(1);
+        let a = outbox(1);
         assert!(idx.lookup("t").plain.is_empty());
         idx.subscribe(&a, "t", None);
         assert_eq!(ids(&idx.lookup("t")), vec![1]);
@@ -428,7 +431,7 @@ mod tests {
     #[test]
     fn queue_groups_merge_by_name_and_rotate() {
         let idx = Index::default();
-        let (a, b, c) = (peer(1), peer(2), peer(3));
+        let (a, b, c) = (outbox(1), outbox(2), outbox(3));
         idx.subscribe(&a, "jobs.*", Some("w"));
         idx.subscribe(&b, "jobs.>", Some("w"));
         idx.subscribe(&c, "jobs.x", Some("other"));

@@ -1,83 +1,60 @@
-//! `mphub-broker`: the mphub message broker as a library; `main.rs` is only flags and logging.
+//! `mphub-broker`: the mphub message broker as a library; `main.rs` is only flags, logging and
+//! signals.
 //!
-//! Where things are:
-//! - [`config`]: defaults, TOML file, flags; protected mode.
-//! - [`net`]: TCP and Unix listeners and streams.
-//! - [`server`]: accept loops, the connection limit.
-//! - [`connection`]: one client: handshake, reading, classifying, routing.
-//! - [`writer`]: draining a connection's outbound queue with vectored writes.
-//! - [`peer`]: the outbound queue as publishers see it; the slow-consumer policy.
+//! Where things are (lower layers first; a module imports only from those above it in this
+//! list, and `docs/architecture.md` draws the data path):
+//! - [`config`]: every setting declared once; defaults, the TOML file, flags; protected mode.
+//! - [`shutdown`]: the three shutdown phases.
+//! - [`prom`]: registering Prometheus metrics.
+//! - [`outbox`]: a connection's outbound queue as publishers see it; the slow-consumer policy.
 //! - [`index`]: the subscription trie, queue groups, the match cache.
-//! - [`route`]: offering a frame to local subscribers, and counting it.
-//! - [`cluster`]: the bridge to a NATS deployment (`--cluster`).
-//! - [`metrics`]: the Prometheus registry.
+//! - [`route`]: routing one frame to local subscribers (the one place it is done), the
+//!   [`route::Forward`] hook beyond this node, and the delivery counts.
+//! - [`worker_metrics`]: what worker processes report with `$metrics`.
+//! - [`metrics`]: the broker's own Prometheus registry.
+//! - [`cluster`]: the bridge to a NATS deployment (`--cluster`), behind a narrow handle.
+//! - [`command`]: one function per client message (publish, `$sub`/`$unsub`, `$ping`,
+//!   `$metrics`).
+//! - [`net`], [`writer`], [`connections`], [`connection`], [`server`]: listeners and streams,
+//!   a connection's writer, the open connections, one connection's life, the accept loops.
+//! - [`http`]: `/metrics` and `/healthz`.
 //!
 //! [`start`] binds every listener and returns a [`Broker`]; tests run one in-process on port 0.
+//! [`run`] serves until a signal, then shuts down gracefully.
 
 pub mod cluster;
+pub mod command;
 pub mod config;
 pub mod connection;
+pub mod connections;
 pub mod http;
 pub mod index;
 pub mod metrics;
 pub mod net;
-pub mod peer;
+pub mod outbox;
+pub mod prom;
 pub mod route;
 pub mod server;
+pub mod shutdown;
 pub mod worker_metrics;
 pub mod writer;
 
 use std::future::Future;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use thiserror::Error;
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use config::{Config, ListenAddr};
 
-/// State every connection shares.
-#[derive(Debug)]
-pub struct Shared {
-    pub config: Config,
-    pub index: index::Index,
-    pub metrics: metrics::Metrics,
-    pub next_id: AtomicU64,
-    /// Cancelled at shutdown: stop accepting and reading, flush, close.
-    pub shutdown: CancellationToken,
-    /// Cancelled when the shutdown deadline passes: drop whatever is still queued.
-    pub hard_stop: CancellationToken,
-    /// Cancelled when every connection is closed: the metrics endpoint stops then.
-    pub stopped: CancellationToken,
-    pub tracker: TaskTracker,
-    /// Every open connection's queue handle, for the outbound-depth metrics.
-    pub peers: dashmap::DashMap<u64, Arc<peer::Peer>>,
-    /// What worker processes report through `$metrics`.
-    pub worker_metrics: worker_metrics::Store,
-    /// The bridge to NATS, with `--cluster`.
-    pub cluster: Option<cluster::Cluster>,
-}
-
-impl Shared {
-    /// The Prometheus text for `/metrics`.
-    /// The workers' families follow the broker's own, each family whole.
-    pub fn render_metrics(&self) -> String {
-        self.metrics
-            .metrics_series
-            .set(i64::try_from(self.worker_metrics.series()).unwrap_or(i64::MAX));
-        if let Some(c) = &self.cluster {
-            c.refresh_metrics();
-        }
-        let mut out = self
-            .metrics
-            .render(&self.index, self.peers.iter().map(|p| p.value().queued()));
-        self.worker_metrics.render(&mut out);
-        out
-    }
-}
+use cluster::Cluster;
+use command::Services;
+use connection::Context;
+use connections::Connections;
+use route::{Forward, Router};
+use shutdown::Shutdown;
 
 /// The broker could not start.
 #[derive(Debug, Error)]
@@ -99,17 +76,24 @@ pub enum StartError {
 /// A running broker.
 #[derive(Debug)]
 pub struct Broker {
-    shared: Arc<Shared>,
+    config: Arc<Config>,
+    sources: Arc<http::Sources>,
+    shutdown: Shutdown,
+    /// One task per connection.
+    connections: TaskTracker,
+    /// Accept loops, the HTTP endpoint, the cluster bridge.
+    background: TaskTracker,
     addrs: Vec<ListenAddr>,
     metrics_addr: Option<std::net::SocketAddr>,
-    accept: TaskTracker,
 }
 
 /// Binds every listener and starts serving.
 pub async fn start(config: Config) -> Result<Broker, StartError> {
+    let config = Arc::new(config);
+    let s = &config.settings;
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
-    for addr in &config.listen {
+    for addr in &s.listen {
         let (l, local) = net::bind(addr).await.map_err(|source| StartError::Bind {
             addr: addr.clone(),
             source,
@@ -121,37 +105,50 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
     if config.authkey.is_none() {
         warn!("no authkey set: no handshake, loopback and Unix sockets only (protected mode)");
     }
-    let limit = Arc::new(Semaphore::new(config.max_connections));
-    let metrics = metrics::Metrics::new();
-    metrics.max_connections.set(config.max_connections as i64);
+    let metrics = Arc::new(metrics::Metrics::new());
+    metrics
+        .max_connections
+        .set(i64::try_from(s.max_connections.get()).unwrap_or(i64::MAX));
     metrics
         .outbound_limit
-        .set(i64::try_from(config.outbound_limit).unwrap_or(i64::MAX));
-    let (cluster, pending) = match config.cluster.clone() {
+        .set(i64::try_from(s.outbound_limit.bytes()).unwrap_or(i64::MAX));
+    let index = Arc::new(index::Index::default());
+    let router = Router::new(index.clone(), metrics.delivery());
+    let shutdown = Shutdown::default();
+    let background = TaskTracker::new();
+    let cluster = match &config.cluster {
         Some(c) => {
-            let (c, p) = cluster::Cluster::new(c, &metrics.registry);
-            (Some(c), Some(p))
+            let local = cluster::Local {
+                router: router.clone(),
+                max_frame: s.max_frame.bytes(),
+                shutdown: shutdown.clone(),
+            };
+            Some(Cluster::start(c.clone(), local, &metrics.registry, &background).await?)
         }
-        None => (None, None),
+        None => None,
     };
-    let shared = Arc::new(Shared {
-        cluster,
-        config,
-        index: index::Index::default(),
-        metrics,
-        next_id: AtomicU64::new(1),
-        shutdown: CancellationToken::new(),
-        hard_stop: CancellationToken::new(),
-        stopped: CancellationToken::new(),
-        tracker: TaskTracker::new(),
-        peers: dashmap::DashMap::new(),
-        worker_metrics: worker_metrics::Store::default(),
+    let workers = Arc::new(worker_metrics::Store::default());
+    let connections = Arc::new(Connections::default());
+    let ctx = Arc::new(Context {
+        config: config.clone(),
+        services: Services {
+            router,
+            metrics: metrics.clone(),
+            workers: workers.clone(),
+            forward: cluster.clone().map(|c| c as Arc<dyn Forward>),
+        },
+        connections: connections.clone(),
+        shutdown: shutdown.clone(),
     });
-    let accept = TaskTracker::new();
-    if let Some(pending) = pending {
-        cluster::start(&shared, pending, &accept).await?;
-    }
-    let metrics_addr = match shared.config.metrics {
+    let sources = Arc::new(http::Sources {
+        metrics,
+        index,
+        connections,
+        workers,
+        cluster,
+        shutdown: shutdown.clone(),
+    });
+    let metrics_addr = match s.metrics.addr() {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
@@ -160,20 +157,32 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
                 .local_addr()
                 .map_err(|source| StartError::Metrics { addr, source })?;
             info!("mphub metrics on http://{local}/metrics");
-            accept.spawn(http::serve(shared.clone(), l));
+            background.spawn(http::serve(sources.clone(), l));
             Some(local)
         }
         None => None,
     };
+    let limit = Arc::new(Semaphore::new(s.max_connections.get()));
+    let ids = Arc::new(server::Ids::default());
+    let tasks = TaskTracker::new();
     for l in listeners {
-        accept.spawn(server::accept_loop(shared.clone(), l, limit.clone()));
+        background.spawn(server::accept_loop(
+            ctx.clone(),
+            l,
+            limit.clone(),
+            ids.clone(),
+            tasks.clone(),
+        ));
     }
-    accept.close();
+    background.close();
     Ok(Broker {
-        shared,
+        config,
+        sources,
+        shutdown,
+        connections: tasks,
+        background,
         addrs,
         metrics_addr,
-        accept,
     })
 }
 
@@ -188,18 +197,18 @@ impl Broker {
         self.metrics_addr
     }
 
-    /// The shared state (metrics, index), for tests and the metrics endpoint.
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    /// The text `/metrics` would serve now (for tests and embedders).
+    pub fn render_metrics(&self) -> String {
+        self.sources.render_metrics()
     }
 
     /// Stops accepting, flushes outbound queues for up to the shutdown timeout, closes
     /// everything and returns.
     pub async fn shutdown(self) {
-        self.shared.shutdown.cancel();
-        self.shared.tracker.close();
-        let deadline = self.shared.config.shutdown_timeout;
-        if tokio::time::timeout(deadline, self.shared.tracker.wait())
+        self.shutdown.begin();
+        self.connections.close();
+        let deadline = self.config.settings.shutdown_timeout.duration();
+        if tokio::time::timeout(deadline, self.connections.wait())
             .await
             .is_err()
         {
@@ -207,12 +216,12 @@ impl Broker {
                 ?deadline,
                 "shutdown deadline passed; dropping what is still queued"
             );
-            self.shared.hard_stop.cancel();
-            self.shared.tracker.wait().await;
+            self.shutdown.expire();
+            self.connections.wait().await;
         }
         // The metrics endpoint answers 503 on /healthz until here.
-        self.shared.stopped.cancel();
-        self.accept.wait().await;
+        self.shutdown.finish();
+        self.background.wait().await;
         for addr in &self.addrs {
             if let ListenAddr::Unix(path) = addr {
                 let _ = std::fs::remove_file(path);

@@ -1,10 +1,14 @@
-//! The broker's own metrics (PROTOCOL §8), in one Prometheus registry.
+//! The broker's own metrics (see docs/metrics.md), in one Prometheus registry.
 //!
 //! Hot-path counts (messages and bytes in and out) are folded in once per read batch by each
 //! connection's reader, not once per message, so routing pays a few atomic adds per batch.
 
 use prometheus::core::Collector;
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Registry};
+
+use crate::index::Index;
+use crate::prom::{counter, counter_vec, gauge, histogram};
+use crate::route::DeliveryCounters;
 
 /// Every metric the broker keeps.
 #[derive(Debug, Clone)]
@@ -42,14 +46,6 @@ pub struct Metrics {
     pub outbound_limit: IntGauge,
 }
 
-fn histogram(reg: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
-        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-    reg.register(Box::new(h.clone()))
-        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-    h
-}
-
 /// Bucket bounds for the per-connection outbound depth, in bytes.
 const DEPTH_BUCKETS: [f64; 9] = [
     0.0,
@@ -62,28 +58,6 @@ const DEPTH_BUCKETS: [f64; 9] = [
     33554432.0,
     134217728.0,
 ];
-
-pub(crate) fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-    reg.register(Box::new(c.clone()))
-        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-    c
-}
-
-pub(crate) fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-    reg.register(Box::new(g.clone()))
-        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-    g
-}
-
-pub(crate) fn counter_vec(reg: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), &[label])
-        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-    reg.register(Box::new(c.clone()))
-        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-    c
-}
 
 impl Metrics {
     /// A fresh registry holding every broker metric. Names are fixed and valid, so registering
@@ -236,9 +210,19 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// The counters routing folds its tallies into.
+    pub fn delivery(&self) -> DeliveryCounters {
+        DeliveryCounters {
+            delivered: self.messages_delivered.clone(),
+            delivered_bytes: self.bytes_delivered.clone(),
+            dropped: self.messages_dropped.clone(),
+            slow_consumers: self.slow_consumers.clone(),
+        }
+    }
+
     /// Brings the gauges derived from live state up to date, then encodes every family in the
     /// Prometheus text format.
-    pub fn render(&self, index: &crate::index::Index, queued: impl Iterator<Item = u64>) -> String {
+    pub fn render(&self, index: &Index, queued: impl Iterator<Item = u64>) -> String {
         self.subscriptions.set(index.len() as i64);
         let (hits, misses) = index.cache_stats();
         self.cache_hits

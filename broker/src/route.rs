@@ -1,76 +1,191 @@
-//! Offering one frame to local subscribers, and the counts that go with it. Both a client's
-//! reader and the cluster bridge deliver through here.
+//! Routing one frame to local subscribers — the one place it is done. A client's reader
+//! (`command/publish.rs`) and the cluster bridge (`cluster/inbound.rs`) both call
+//! [`Router::route`]; the counts it keeps are folded into the metrics once per batch.
+//!
+//! A publish that other nodes should see too leaves through a [`Forward`] hook, which the
+//! cluster bridge implements: the reader never knows there is a cluster.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tracing::warn;
+use prometheus::{IntCounter, IntCounterVec};
 
-use crate::index::Group;
-use crate::metrics::Metrics;
-use crate::peer::{Delivery, Peer};
+use crate::index::{Group, Index, Matches};
+use crate::outbox::{Delivery, Outbox};
 
-/// Deliveries counted while routing, folded into the metrics once per batch.
+/// Which of a topic's subscribers one delivery is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience<'a> {
+    /// A local publish: every plain subscriber and one member of every queue group.
+    Everyone,
+    /// What another node forwarded for this node's plain subscribers.
+    Plain,
+    /// What another node forwarded for one queue group: one of its members.
+    Group(&'a str),
+}
+
+/// The queue groups a publish was delivered to locally, for the bridge (so no other node
+/// serves them again).
+#[derive(Debug, Default)]
+pub struct Served<'a>(Vec<&'a str>);
+
+impl<'a> Served<'a> {
+    /// The group names, in routing order.
+    pub fn names(&self) -> &[&'a str] {
+        &self.0
+    }
+}
+
+/// What [`Router::route`] did with one frame.
+#[derive(Debug, Default)]
+pub struct Routed<'a> {
+    /// Subscribers it was queued to.
+    pub delivered: u64,
+    /// Queue groups served (only for [`Audience::Everyone`]).
+    pub served: Served<'a>,
+    /// The group asked for ([`Audience::Group`]) had no live member here.
+    pub no_member: bool,
+}
+
+/// Where a publish goes beyond this node: the cluster bridge implements it.
+pub trait Forward: Send + Sync + std::fmt::Debug {
+    /// Hands over one local publish: its topic, its pickled body exactly as received, and the
+    /// queue groups already served here. Must not block.
+    fn forward(&self, topic: &str, body: Bytes, served: &Served<'_>);
+}
+
+/// The broker-wide delivery counters that routing folds its tallies into.
+#[derive(Debug, Clone)]
+pub struct DeliveryCounters {
+    /// `mphub_messages_delivered_total`.
+    pub delivered: IntCounter,
+    /// `mphub_bytes_delivered_total`.
+    pub delivered_bytes: IntCounter,
+    /// `mphub_messages_dropped_total{reason}`.
+    pub dropped: IntCounterVec,
+    /// `mphub_slow_consumers_total`.
+    pub slow_consumers: IntCounter,
+}
+
+/// Deliveries counted while routing, folded into [`DeliveryCounters`] once per batch.
 #[derive(Debug, Default)]
 pub struct Tally {
-    pub delivered: u64,
-    pub delivered_bytes: u64,
-    pub dropped: u64,
-    pub closed: u64,
+    delivered: u64,
+    delivered_bytes: u64,
+    dropped: u64,
+    closed: u64,
+    cut_off: u64,
 }
 
 impl Tally {
-    /// Offers `wire` (a whole frame) to one subscriber and counts the outcome.
-    pub fn offer(
-        &mut self,
-        metrics: &Metrics,
-        limit: u64,
-        p: &Arc<Peer>,
-        wire: &Bytes,
-        at: Instant,
-    ) {
-        match p.deliver(wire, at) {
+    fn offer(&mut self, to: &Outbox, wire: &Bytes, at: Instant) -> bool {
+        match to.deliver(wire, at) {
             Delivery::Queued => {
                 self.delivered += 1;
                 self.delivered_bytes += wire.len() as u64;
+                return true;
             }
             Delivery::Dropped => self.dropped += 1,
             Delivery::Disconnected => {
                 self.dropped += 1;
-                metrics.slow_consumers.inc();
-                warn!(
-                    subscriber = p.id,
-                    limit, "slow consumer: outbound queue over its limit; closing that connection"
-                );
+                self.cut_off += 1;
             }
             Delivery::Closed => self.closed += 1,
         }
+        false
     }
 
-    /// Adds these counts to the shared metrics and starts again from zero.
-    pub fn fold(&mut self, m: &Metrics) {
-        let c = std::mem::take(self);
-        if c.delivered > 0 {
-            m.messages_delivered.inc_by(c.delivered);
-            m.bytes_delivered.inc_by(c.delivered_bytes);
+    /// Adds these counts to the shared counters and starts again from zero.
+    pub fn fold(&mut self, c: &DeliveryCounters) {
+        let t = std::mem::take(self);
+        if t.delivered > 0 {
+            c.delivered.inc_by(t.delivered);
+            c.delivered_bytes.inc_by(t.delivered_bytes);
         }
-        if c.dropped > 0 {
-            m.messages_dropped
+        if t.dropped > 0 {
+            c.dropped
                 .with_label_values(&["slow_consumer"])
-                .inc_by(c.dropped);
+                .inc_by(t.dropped);
         }
-        if c.closed > 0 {
-            m.messages_dropped
-                .with_label_values(&["closed"])
-                .inc_by(c.closed);
+        if t.closed > 0 {
+            c.dropped.with_label_values(&["closed"]).inc_by(t.closed);
         }
+        if t.cut_off > 0 {
+            c.slow_consumers.inc_by(t.cut_off);
+        }
+    }
+}
+
+/// The subscription index and the counters routing keeps: what anyone who delivers needs.
+#[derive(Debug, Clone)]
+pub struct Router {
+    index: Arc<Index>,
+    counters: DeliveryCounters,
+}
+
+impl Router {
+    /// A router over `index`, counting into `counters`.
+    pub fn new(index: Arc<Index>, counters: DeliveryCounters) -> Self {
+        Router { index, counters }
+    }
+
+    /// The subscription index.
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    /// Looks up who wants `topic` (a valid topic).
+    pub fn lookup(&self, topic: &str) -> Arc<Matches> {
+        self.index.lookup(topic)
+    }
+
+    /// Queues `wire` (a whole frame, header included) to `audience` among `matches`, counting
+    /// into `tally`. `at` is when routing started (for the queue-wait histogram).
+    pub fn route<'m>(
+        &self,
+        matches: &'m Matches,
+        audience: Audience<'_>,
+        wire: &Bytes,
+        at: Instant,
+        tally: &mut Tally,
+    ) -> Routed<'m> {
+        let mut out = Routed::default();
+        if audience != Audience::Plain {
+            for g in &matches.groups {
+                if let Audience::Group(name) = audience {
+                    if &*g.name != name {
+                        continue;
+                    }
+                }
+                match pick_live(g) {
+                    Some(p) => {
+                        out.delivered += u64::from(tally.offer(p, wire, at));
+                        out.served.0.push(&g.name);
+                    }
+                    None => out.no_member = true,
+                }
+            }
+            if let Audience::Group(name) = audience {
+                out.no_member |= !matches.groups.iter().any(|g| &*g.name == name);
+                return out;
+            }
+        }
+        for p in &matches.plain {
+            out.delivered += u64::from(tally.offer(p, wire, at));
+        }
+        out
+    }
+
+    /// Folds a tally into the shared counters.
+    pub fn fold(&self, tally: &mut Tally) {
+        tally.fold(&self.counters);
     }
 }
 
 /// The member of `group` to deliver the next message to, skipping members that are closing;
 /// each member is tried at most once.
-pub fn pick_live(group: &Group) -> Option<&Arc<Peer>> {
+fn pick_live(group: &Group) -> Option<&Arc<Outbox>> {
     for _ in 0..group.members.len() {
         let p = group.pick()?;
         if !p.kill.is_cancelled() {
@@ -78,4 +193,84 @@ pub fn pick_live(group: &Group) -> Option<&Arc<Peer>> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus::Opts;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::config::SlowConsumer;
+
+    fn counters() -> DeliveryCounters {
+        DeliveryCounters {
+            delivered: IntCounter::new("d", "d").unwrap(),
+            delivered_bytes: IntCounter::new("b", "b").unwrap(),
+            dropped: IntCounterVec::new(Opts::new("x", "x"), &["reason"]).unwrap(),
+            slow_consumers: IntCounter::new("s", "s").unwrap(),
+        }
+    }
+
+    fn outbox(
+        id: u64,
+    ) -> (
+        Arc<Outbox>,
+        tokio::sync::mpsc::UnboundedReceiver<crate::outbox::Queued>,
+    ) {
+        let (o, rx) = Outbox::new(id, 1 << 20, SlowConsumer::Drop, CancellationToken::new());
+        (Arc::new(o), rx)
+    }
+
+    #[test]
+    fn a_local_publish_reaches_plain_subscribers_and_one_member_of_each_group() {
+        let router = Router::new(Arc::default(), counters());
+        let (a, mut ra) = outbox(1);
+        let (b, mut rb) = outbox(2);
+        let (c, mut rc) = outbox(3);
+        router.index().subscribe(&a, "t.*", None);
+        router.index().subscribe(&b, "t.x", Some("g"));
+        router.index().subscribe(&c, "t.>", Some("g"));
+        let wire = Bytes::from_static(b"\0\0\0\x01x");
+        let mut tally = Tally::default();
+        let mut got = [0; 3];
+        for _ in 0..4 {
+            let m = router.lookup("t.x");
+            let routed = router.route(&m, Audience::Everyone, &wire, Instant::now(), &mut tally);
+            assert_eq!(routed.delivered, 2);
+            assert_eq!(routed.served.names(), ["g"]);
+            for (i, rx) in [&mut ra, &mut rb, &mut rc].into_iter().enumerate() {
+                while rx.try_recv().is_ok() {
+                    got[i] += 1;
+                }
+            }
+        }
+        assert_eq!(got, [4, 2, 2]);
+        router.fold(&mut tally);
+        assert_eq!(router.counters.delivered.get(), 8);
+    }
+
+    #[test]
+    fn a_forwarded_message_reaches_only_the_audience_it_came_for() {
+        let router = Router::new(Arc::default(), counters());
+        let (a, mut ra) = outbox(1);
+        let (b, mut rb) = outbox(2);
+        router.index().subscribe(&a, "t", None);
+        router.index().subscribe(&b, "t", Some("g"));
+        let wire = Bytes::from_static(b"\0\0\0\x01x");
+        let mut tally = Tally::default();
+        let m = router.lookup("t");
+        assert_eq!(
+            router
+                .route(&m, Audience::Plain, &wire, Instant::now(), &mut tally)
+                .delivered,
+            1
+        );
+        assert!(ra.try_recv().is_ok() && rb.try_recv().is_err());
+        let to_g = router.route(&m, Audience::Group("g"), &wire, Instant::now(), &mut tally);
+        assert_eq!((to_g.delivered, to_g.no_member), (1, false));
+        assert!(ra.try_recv().is_err() && rb.try_recv().is_ok());
+        let to_h = router.route(&m, Audience::Group("h"), &wire, Instant::now(), &mut tally);
+        assert_eq!((to_h.delivered, to_h.no_member), (0, true));
+    }
 }

@@ -1,23 +1,42 @@
 //! The accept loops: one per listener, each connection on its own task.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 use tracing::{error, warn};
 
-use crate::connection;
+use crate::connection::{self, Context};
 use crate::net::Listener;
-use crate::Shared;
 
-/// Accepts until shutdown. An accept error (out of file descriptors, say) is logged and retried
-/// with backoff; it never ends the loop.
-pub async fn accept_loop(shared: Arc<Shared>, listener: Listener, limit: Arc<Semaphore>) {
+/// Connection ids, unique for the broker's life.
+#[derive(Debug)]
+pub struct Ids(AtomicU64);
+
+impl Default for Ids {
+    fn default() -> Self {
+        Ids(AtomicU64::new(1))
+    }
+}
+
+/// Accepts until shutdown begins; each connection runs on `tasks`. An accept error (out of file
+/// descriptors, say) is logged and retried with backoff; it never ends the loop. Past
+/// `max_connections` (the `limit` semaphore) a connection is closed at once, counted and logged.
+pub async fn accept_loop(
+    ctx: Arc<Context>,
+    listener: Listener,
+    limit: Arc<Semaphore>,
+    ids: Arc<Ids>,
+    tasks: TaskTracker,
+) {
     let mut backoff = Duration::from_millis(5);
+    let metrics = ctx.services.metrics.clone();
     loop {
-        // Cancel safety: `accept` and `cancelled` are cancel safe.
+        // Cancel safety: `accept` and `begun` are cancel safe.
         let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = ctx.shutdown.begun() => return,
             a = listener.accept() => a,
         };
         let (stream, peer) = match accepted {
@@ -28,7 +47,7 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: Listener, limit: Arc<Sem
             Err(e) => {
                 error!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; retrying");
                 tokio::select! {
-                    _ = shared.shutdown.cancelled() => return,
+                    _ = ctx.shutdown.begun() => return,
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -36,18 +55,17 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: Listener, limit: Arc<Sem
             }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            shared.metrics.connections_rejected.inc();
-            warn!(peer = %peer, max = shared.config.max_connections, "connection refused: max_connections reached");
+            metrics.connections_rejected.inc();
+            let max = ctx.config.settings.max_connections.get();
+            warn!(peer = %peer, max, "connection refused: max_connections reached");
             drop(stream);
             continue;
         };
-        shared.metrics.connections_total.inc();
-        let id = shared
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let s = shared.clone();
-        shared.tracker.spawn(async move {
-            connection::serve(s, stream, peer, id).await;
+        metrics.connections_total.inc();
+        let id = ids.0.fetch_add(1, Ordering::Relaxed);
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            connection::serve(ctx, stream, peer, id).await;
             drop(permit);
         });
     }

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::net::WriteHalf;
-use crate::peer::{Peer, Queued};
+use crate::outbox::{Outbox, Queued};
 
 /// Frames taken from the queue per batch.
 const BATCH: usize = 256;
@@ -26,12 +26,12 @@ pub enum Ended {
     Failed(io::Error),
 }
 
-/// Writes queued frames until `finish` (then drains what is left) or the peer is killed.
+/// Writes queued frames until `finish` (then drains what is left) or the connection is killed.
 /// Returns how it ended and the number of frames written.
 pub async fn run(
     mut w: WriteHalf,
     mut rx: mpsc::UnboundedReceiver<Queued>,
-    peer: Arc<Peer>,
+    outbox: Arc<Outbox>,
     finish: CancellationToken,
     wait: Option<prometheus::Histogram>,
 ) -> (Ended, u64) {
@@ -43,7 +43,7 @@ pub async fn run(
         // before honouring `finish`, so a clean close flushes everything queued before it.
         let n = tokio::select! {
             biased;
-            _ = peer.kill.cancelled() => return (Ended::Killed, written),
+            _ = outbox.kill.cancelled() => return (Ended::Killed, written),
             n = rx.recv_many(&mut batch, BATCH) => n,
             _ = finish.cancelled() => break,
         };
@@ -54,9 +54,9 @@ pub async fn run(
         // A blocked write must not outlive a kill: the write is abandoned with the connection.
         let res = tokio::select! {
             r = write_all(&mut w, &batch) => r,
-            _ = peer.kill.cancelled() => return (Ended::Killed, written),
+            _ = outbox.kill.cancelled() => return (Ended::Killed, written),
         };
-        peer.written(bytes);
+        outbox.written(bytes);
         written += batch.len() as u64;
         if let (Some(h), Some((_, at))) = (&wait, batch.first()) {
             // One sample per write: the oldest frame of the batch, which waited longest.

@@ -13,12 +13,7 @@ use tokio::net::TcpStream;
 const KEY: &[u8] = b"in-process key";
 
 async fn broker() -> mphub_broker::Broker {
-    let config = Config {
-        listen: vec![ListenAddr::parse("127.0.0.1:0").unwrap()],
-        metrics: None,
-        authkey: Some(KEY.to_vec()),
-        ..Config::default()
-    };
+    let config = Config::with_listeners(vec![ListenAddr::parse("127.0.0.1:0").unwrap()], Some(KEY));
     mphub_broker::start(config).await.unwrap()
 }
 
@@ -147,7 +142,7 @@ async fn a_wrong_key_is_answered_with_failure() {
         matches!(err, mphub_protocol::HandshakeError::Rejected),
         "{err}"
     );
-    let text = b.shared().render_metrics();
+    let text = b.render_metrics();
     assert!(
         text.contains("mphub_auth_failures_total{kind=\"wrong_key\"} 1"),
         "{text}"

@@ -235,7 +235,7 @@ async fn errors_are_typed() {
     ));
 
     let mut cfg = config("127.0.0.1:0");
-    cfg.max_subscriptions = 1;
+    cfg.settings.max_subscriptions = mphub_broker::config::Count::new(1).unwrap();
     let limited = broker_with(cfg).await;
     let c2 = client(&limited).await;
     let _one = c2.subscribe("one").await.unwrap();
@@ -352,7 +352,7 @@ async fn worker_metrics_sent_from_rust_are_served_by_the_broker() {
     .await
     .unwrap();
     c.flush().await.unwrap();
-    let text = b.shared().render_metrics();
+    let text = b.render_metrics();
     for line in [
         "rs_jobs_total{queue=\"a\"} 3",
         "rs_inflight 1.5",

@@ -103,13 +103,32 @@ impl Frame {
 
 /// Splits the next whole frame off the front of `buf`; `Ok(None)` means more bytes are needed.
 pub fn decode(buf: &mut BytesMut, max_body: u64) -> Result<Option<Frame>, FrameError> {
+    decode_copying(buf, max_body, 0)
+}
+
+/// As [`decode`], but a frame shorter than `copy_below` bytes (header included) is copied into
+/// an allocation of its own instead of sharing `buf`'s: whoever holds a small frame for long (a
+/// slow subscriber's queue) then never pins a whole read buffer. Larger frames are split off
+/// without copying.
+pub fn decode_copying(
+    buf: &mut BytesMut,
+    max_body: u64,
+    copy_below: usize,
+) -> Result<Option<Frame>, FrameError> {
     match check(buf, max_body)? {
         Check::Incomplete { .. } => Ok(None),
         Check::Complete { header, body } => {
             // `body <= buf.len()` here, so it fits in usize.
             let total = header + body as usize;
+            let wire = if total < copy_below {
+                let wire = Bytes::copy_from_slice(&buf[..total]);
+                bytes::Buf::advance(buf, total);
+                wire
+            } else {
+                buf.split_to(total).freeze()
+            };
             Ok(Some(Frame {
-                wire: buf.split_to(total).freeze(),
+                wire,
                 header: header as u8,
             }))
         }
@@ -150,6 +169,16 @@ mod tests {
         let frame = decode(&mut buf, 100).unwrap().unwrap();
         assert_eq!(frame.body(), b"hello");
         assert_eq!(frame.wire(), &wire);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_small_frame_is_copied_out_and_a_large_one_shares_the_buffer() {
+        let mut buf = BytesMut::from(&b"\x00\x00\x00\x01a\x00\x00\x00\x03bcd"[..]);
+        let small = decode_copying(&mut buf, 100, 6).unwrap().unwrap();
+        assert_eq!(small.body(), b"a");
+        let large = decode_copying(&mut buf, 100, 6).unwrap().unwrap();
+        assert_eq!(large.body(), b"bcd");
         assert!(buf.is_empty());
     }
 

@@ -24,11 +24,11 @@ use tokio::sync::Notify;
 use tokio_stream::StreamMap;
 use tracing::{debug, warn};
 
-use super::metrics::ClusterMetrics;
+use super::metrics::{ClusterMetrics, InboundDropped};
 use super::subject::{origin, served, Naming};
-use crate::index::Interest;
-use crate::route::{pick_live, Tally};
-use crate::Shared;
+use super::Local;
+use crate::index::InterestChange;
+use crate::route::{Audience, Tally};
 
 /// A pattern, and the queue group for a group membership.
 pub type Key = Arc<(String, Option<String>)>;
@@ -50,10 +50,10 @@ struct Changes {
 
 impl Wanted {
     /// Records a change (called by the index under its lock: it must not block).
-    pub fn note(&self, change: &Interest) {
+    pub fn note(&self, change: &InterestChange) {
         let (pattern, group, want) = match change {
-            Interest::Gained { pattern, group } => (pattern, group, true),
-            Interest::Lost { pattern, group } => (pattern, group, false),
+            InterestChange::Gained { pattern, group } => (pattern, group, true),
+            InterestChange::Lost { pattern, group } => (pattern, group, false),
         };
         let key = Arc::new((pattern.clone(), group.clone()));
         let mut c = self.changes.lock().unwrap_or_else(|p| p.into_inner());
@@ -77,7 +77,7 @@ impl Wanted {
 
 /// Runs until shutdown: follows interest, delivers what NATS brings.
 pub async fn run(
-    shared: Arc<Shared>,
+    local: Local,
     client: async_nats::Client,
     naming: Naming,
     wanted: Arc<Wanted>,
@@ -86,7 +86,7 @@ pub async fn run(
     let mut subs: StreamMap<Key, Subscriber> = StreamMap::new();
     let mut batch: Vec<(Key, Message)> = Vec::new();
     let mut rx = Receiver {
-        shared: &shared,
+        local: &local,
         naming: &naming,
         metrics: &metrics,
         tally: Tally::default(),
@@ -97,7 +97,7 @@ pub async fn run(
         // returned).
         tokio::select! {
             biased;
-            _ = shared.shutdown.cancelled() => break,
+            _ = local.shutdown.begun() => break,
             _ = wanted.wake.notified() => {
                 follow(&client, &naming, &mut subs, wanted.take()).await;
                 metrics.interest.set(subs.len() as i64);
@@ -183,7 +183,7 @@ fn restore_order(batch: &mut [(Key, Message)]) {
 }
 
 struct Receiver<'a> {
-    shared: &'a Shared,
+    local: &'a Local,
     naming: &'a Naming,
     metrics: &'a ClusterMetrics,
     tally: Tally,
@@ -193,46 +193,40 @@ impl Receiver<'_> {
     fn deliver(&mut self, batch: impl Iterator<Item = (Key, Message)>) {
         let at = Instant::now();
         let (mut n, mut bytes) = (0u64, 0u64);
-        let s = self.shared;
+        let router = &self.local.router;
         for (key, m) in batch {
             n += 1;
             bytes += m.payload.len() as u64;
             let Some(topic) = self.valid_topic(&m) else {
-                self.drop("invalid");
+                self.metrics.inbound_dropped(InboundDropped::Invalid);
                 continue;
             };
-            let wire = frame::encode(&m.payload);
-            let matches = s.index.lookup(topic);
-            match key.1.as_deref() {
-                None => {
-                    for p in &matches.plain {
-                        self.tally
-                            .offer(&s.metrics, s.config.outbound_limit, p, &wire, at);
-                    }
+            let audience = match key.1.as_deref() {
+                None => Audience::Plain,
+                Some(group) if served(m.headers.as_ref(), group) => {
+                    self.metrics.group_skips.inc();
+                    continue;
                 }
-                Some(group) if served(m.headers.as_ref(), group) => self.metrics.group_skips.inc(),
-                Some(group) => match matches
-                    .groups
-                    .iter()
-                    .find(|g| &*g.name == group)
-                    .and_then(pick_live)
-                {
-                    Some(p) => self
-                        .tally
-                        .offer(&s.metrics, s.config.outbound_limit, p, &wire, at),
-                    None => self.drop("no_member"),
-                },
+                Some(group) => Audience::Group(group),
+            };
+            let wire = frame::encode(&m.payload);
+            let matches = router.lookup(topic);
+            if router
+                .route(&matches, audience, &wire, at, &mut self.tally)
+                .no_member
+            {
+                self.metrics.inbound_dropped(InboundDropped::NoMember);
             }
         }
         self.metrics.received.inc_by(n);
         self.metrics.received_bytes.inc_by(bytes);
-        self.tally.fold(&s.metrics);
+        router.fold(&mut self.tally);
     }
 
     /// The topic, when the subject is under the prefix and the payload is a pickled
     /// `(topic, payload)` naming that same topic, within this node's frame limit.
     fn valid_topic<'m>(&self, m: &'m Message) -> Option<&'m str> {
-        if m.payload.len() as u64 > self.shared.config.max_frame {
+        if m.payload.len() as u64 > self.local.max_frame {
             return None;
         }
         let topic = self.naming.topic(m.subject.as_str())?;
@@ -241,28 +235,21 @@ impl Receiver<'_> {
             _ => None,
         }
     }
-
-    fn drop(&self, reason: &str) {
-        self.metrics
-            .inbound_dropped
-            .with_label_values(&[reason])
-            .inc();
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn gained(p: &str) -> Interest {
-        Interest::Gained {
+    fn gained(p: &str) -> InterestChange {
+        InterestChange::Gained {
             pattern: p.into(),
             group: None,
         }
     }
 
-    fn lost(p: &str) -> Interest {
-        Interest::Lost {
+    fn lost(p: &str) -> InterestChange {
+        InterestChange::Lost {
             pattern: p.into(),
             group: None,
         }

@@ -2,12 +2,69 @@
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
 
-use crate::metrics::{counter, counter_vec, gauge};
+use crate::prom::{counter, counter_vec, gauge};
 
-/// Why a local publish did not reach NATS.
-pub const NOT_FORWARDED: [&str; 4] = ["disconnected", "backlog", "too_large", "error"];
-/// Why a message from NATS reached no local subscriber.
-pub const INBOUND_DROPPED: [&str; 3] = ["invalid", "no_member", "bridge_slow"];
+/// Why a local publish did not reach NATS (`mphub_cluster_not_forwarded_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotForwarded {
+    /// NATS is not connected.
+    Disconnected,
+    /// The backlog towards NATS is over `cluster_outbound_limit`.
+    Backlog,
+    /// The payload is over the NATS server's `max_payload`.
+    TooLarge,
+    /// The NATS client failed, or the bridge has stopped.
+    Error,
+}
+
+impl NotForwarded {
+    /// Every reason, in label order.
+    pub const ALL: [NotForwarded; 4] = [
+        NotForwarded::Disconnected,
+        NotForwarded::Backlog,
+        NotForwarded::TooLarge,
+        NotForwarded::Error,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            NotForwarded::Disconnected => "disconnected",
+            NotForwarded::Backlog => "backlog",
+            NotForwarded::TooLarge => "too_large",
+            NotForwarded::Error => "error",
+        }
+    }
+}
+
+/// Why a message from NATS reached no local subscriber (`mphub_cluster_inbound_dropped_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboundDropped {
+    /// Not a pickled `(topic, payload)` naming its subject's topic, or over `max_frame`.
+    Invalid,
+    /// A queue group's message, and the group has no live member here any more.
+    NoMember,
+    /// The NATS client dropped it: the bridge did not keep up.
+    BridgeSlow,
+}
+
+impl InboundDropped {
+    /// Every reason, in label order.
+    pub const ALL: [InboundDropped; 3] = [
+        InboundDropped::Invalid,
+        InboundDropped::NoMember,
+        InboundDropped::BridgeSlow,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            InboundDropped::Invalid => "invalid",
+            InboundDropped::NoMember => "no_member",
+            InboundDropped::BridgeSlow => "bridge_slow",
+        }
+    }
+}
 
 /// Counters and gauges for the NATS bridge.
 #[derive(Debug, Clone)]
@@ -97,12 +154,17 @@ impl ClusterMetrics {
                  minus mphub_cluster_messages_received_total is what was lost inside the node.",
             ),
         };
-        for reason in NOT_FORWARDED {
-            m.not_forwarded.with_label_values(&[reason]);
+        for reason in NotForwarded::ALL {
+            m.not_forwarded.with_label_values(&[reason.label()]);
         }
-        for reason in INBOUND_DROPPED {
-            m.inbound_dropped.with_label_values(&[reason]);
+        for reason in InboundDropped::ALL {
+            m.inbound_dropped.with_label_values(&[reason.label()]);
         }
         m
+    }
+
+    /// Counts a message from NATS that reached no local subscriber.
+    pub fn inbound_dropped(&self, why: InboundDropped) {
+        self.inbound_dropped.with_label_values(&[why.label()]).inc();
     }
 }

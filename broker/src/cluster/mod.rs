@@ -2,21 +2,23 @@
 //!
 //! NATS carries messages between nodes; mphub never builds a cluster of its own. Where things
 //! are:
-//! - [`options`]: `--cluster` and the `cluster_*` keys, the NATS connection options.
+//! - [`connect`]: the NATS connection options, from the resolved cluster settings.
 //! - [`subject`]: topics as NATS subjects, queue names, the `Mphub-*` headers.
 //! - [`outbound`]: local publishes on their way to NATS (once each, in order, never blocking).
 //! - [`inbound`]: following local interest with NATS subscriptions; delivering what they bring.
 //! - [`metrics`]: the `mphub_cluster_*` metrics.
 //!
-//! A publish is delivered to local subscribers first (as on a single node) and handed to NATS
-//! once, as the publisher's own pickle bytes. NATS's `no_echo` keeps it from coming back. Queue
-//! groups prefer a local member; the groups served that way travel in a header, so the NATS
-//! member that receives the same message for that group leaves it alone.
-//! `docs/cluster.md` explains the design for users.
+//! The bridge sees the rest of the broker only through the narrow [`Local`] handle (the
+//! router, the frame limit, the shutdown phases) and is seen only as a
+//! [`Forward`](crate::route::Forward) hook and a health line. A publish is delivered to local
+//! subscribers first (as on a single node) and handed to NATS once, as the publisher's own
+//! pickle bytes. NATS's `no_echo` keeps it from coming back. Queue groups prefer a local member;
+//! the groups served that way travel in a header, so the NATS member that receives the same
+//! message for that group leaves it alone. `docs/cluster.md` explains the design for users.
 
+pub mod connect;
 pub mod inbound;
 pub mod metrics;
-pub mod options;
 pub mod outbound;
 pub mod subject;
 
@@ -26,16 +28,35 @@ use std::sync::{Arc, Mutex};
 
 use async_nats::Event;
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-pub use options::ClusterConfig;
-pub use subject::Served;
+use crate::config::ClusterConfig;
+use crate::route::{Forward, Router, Served};
+use crate::shutdown::Shutdown;
+use metrics::{ClusterMetrics, InboundDropped};
+use outbound::Outbound;
 
-use crate::index::Follower;
-use crate::Shared;
-use metrics::ClusterMetrics;
-use outbound::{Item, Outbound};
+/// What the bridge needs of the local broker.
+#[derive(Debug, Clone)]
+pub struct Local {
+    /// Local subscribers, and the delivery counters.
+    pub router: Router,
+    /// This node's largest frame body: bigger messages from NATS are refused.
+    pub max_frame: u64,
+    /// The broker's shutdown phases.
+    pub shutdown: Shutdown,
+}
+
+/// The NATS connection's state, as the event callback keeps it.
+#[derive(Debug)]
+struct Link {
+    config: ClusterConfig,
+    node: String,
+    out: Arc<Outbound>,
+    metrics: ClusterMetrics,
+    status: Mutex<Status>,
+}
 
 /// The last NATS connection failure, for `/healthz`; whether the current run of failures has
 /// been logged. (Connected or not is `Outbound::connected`.)
@@ -46,23 +67,12 @@ struct Status {
     told: bool,
 }
 
-/// The bridge as the rest of the broker sees it.
+/// The running bridge.
 #[derive(Debug)]
 pub struct Cluster {
-    config: ClusterConfig,
-    naming: subject::Naming,
-    out: Arc<Outbound>,
-    wanted: Arc<inbound::Wanted>,
-    metrics: ClusterMetrics,
-    status: Arc<Mutex<Status>>,
-    /// The NATS client's own counters, once connected.
-    stats: std::sync::OnceLock<Arc<async_nats::Statistics>>,
-}
-
-/// What [`start`] needs that the shared state cannot hold.
-#[derive(Debug)]
-pub struct Pending {
-    rx: mpsc::UnboundedReceiver<Item>,
+    link: Arc<Link>,
+    /// The NATS client's own counters.
+    stats: Arc<async_nats::Statistics>,
 }
 
 /// A NATS connection could not even be set up (a credentials file that does not parse, say).
@@ -77,39 +87,70 @@ fn node_id() -> String {
 }
 
 impl Cluster {
-    /// The bridge's state, its metrics registered in `registry`.
-    pub fn new(config: ClusterConfig, registry: &prometheus::Registry) -> (Self, Pending) {
+    /// Registers the bridge's metrics in `registry`, connects to NATS (in the background: an
+    /// unreachable NATS does not stop the node), follows the index's interest and starts the
+    /// bridge's two tasks on `tasks`.
+    pub async fn start(
+        config: ClusterConfig,
+        local: Local,
+        registry: &prometheus::Registry,
+        tasks: &TaskTracker,
+    ) -> Result<Arc<Cluster>, SetupError> {
         let metrics = ClusterMetrics::new(registry);
-        let naming = subject::Naming::new(&config.prefix, &node_id());
+        let node = node_id();
+        let naming = subject::Naming::new(&config.prefix, &node);
         let (out, rx) = Outbound::new(config.outbound_limit, naming.clone(), metrics.clone());
-        let cluster = Cluster {
+        let link = Arc::new(Link {
             config,
-            naming,
+            node,
             out: Arc::new(out),
-            wanted: Arc::default(),
-            metrics,
-            status: Arc::default(),
-            stats: std::sync::OnceLock::new(),
-        };
-        (cluster, Pending { rx })
-    }
-
-    /// Hands a local publish to NATS (see [`outbound`]).
-    pub fn forward(&self, topic: &str, payload: Bytes, served: Served<'_>) {
-        self.out.forward(topic, payload, served);
-    }
-
-    /// The index's follower: interest changes go to the bridge.
-    pub fn follower(&self) -> Follower {
-        let wanted = self.wanted.clone();
-        Box::new(move |change| wanted.note(change))
+            metrics: metrics.clone(),
+            status: Mutex::default(),
+        });
+        let events = link.clone();
+        let options = connect::options(&link.config, &format!("mphub-{}", link.node))
+            .await
+            .map_err(|e| SetupError(e.to_string()))?
+            .event_callback(move |ev| {
+                events.on_event(ev);
+                std::future::ready(())
+            });
+        let client = options
+            .connect(link.config.urls.clone())
+            .await
+            .map_err(|e| SetupError(e.to_string()))?;
+        info!(
+            urls = %link.config.redacted_urls().join(","),
+            prefix = %link.config.prefix,
+            node = %link.node,
+            "cluster: joining NATS"
+        );
+        let wanted = Arc::new(inbound::Wanted::default());
+        let follower = wanted.clone();
+        local
+            .router
+            .index()
+            .follow(Box::new(move |change| follower.note(change)));
+        tasks.spawn(outbound::run(
+            client.clone(),
+            link.out.clone(),
+            rx,
+            local.shutdown.clone(),
+        ));
+        let stats = client.statistics();
+        // Unconstrained: the inbound sweep must see a waiting message whatever tokio's cooperative
+        // budget says (see `inbound::sweep`); it yields after each batch instead.
+        tasks.spawn(tokio::task::unconstrained(inbound::run(
+            local, client, naming, wanted, metrics,
+        )));
+        Ok(Arc::new(Cluster { link, stats }))
     }
 
     /// One line for `/healthz`.
     pub fn health(&self) -> String {
-        let st = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        let urls = self.config.redacted_urls().join(",");
-        if self.out.connected.load(Ordering::Acquire) {
+        let st = self.link.status.lock().unwrap_or_else(|p| p.into_inner());
+        let urls = self.link.config.redacted_urls().join(",");
+        if self.link.out.connected.load(Ordering::Acquire) {
             format!("cluster: connected to NATS ({urls})")
         } else {
             let why = st.last_error.as_deref().unwrap_or("connecting");
@@ -122,21 +163,27 @@ impl Cluster {
 
     /// Brings the scrape-time gauges up to date.
     pub fn refresh_metrics(&self) {
-        self.metrics
-            .outbound_queued
-            .set(i64::try_from(self.out.queued()).unwrap_or(i64::MAX));
-        if let Some(stats) = self.stats.get() {
-            let seen = stats.in_messages.load(Ordering::Relaxed);
-            let nats_in = &self.metrics.nats_in;
-            nats_in.inc_by(seen.saturating_sub(nats_in.get()));
-        }
+        let m = &self.link.metrics;
+        m.outbound_queued
+            .set(i64::try_from(self.link.out.queued()).unwrap_or(i64::MAX));
+        let seen = self.stats.in_messages.load(Ordering::Relaxed);
+        m.nats_in.inc_by(seen.saturating_sub(m.nats_in.get()));
     }
+}
 
+impl Forward for Cluster {
+    /// Hands a local publish to NATS (see [`outbound`]).
+    fn forward(&self, topic: &str, body: Bytes, served: &Served<'_>) {
+        self.link.out.forward(topic, body, served);
+    }
+}
+
+impl Link {
     fn on_event(&self, ev: Event) {
         let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
         match ev {
             Event::Connected => {
-                info!(node = self.naming.node(), "cluster: connected to NATS");
+                info!(node = %self.node, "cluster: connected to NATS");
                 st.last_error = None;
                 st.told = false;
                 self.out.connected.store(true, Ordering::Release);
@@ -170,67 +217,9 @@ impl Cluster {
                 warn!(error = %e, "cluster: the NATS server reported an error");
                 st.last_error = Some(e.to_string());
             }
-            Event::SlowConsumer(_) => {
-                self.metrics
-                    .inbound_dropped
-                    .with_label_values(&["bridge_slow"])
-                    .inc();
-            }
+            Event::SlowConsumer(_) => self.metrics.inbound_dropped(InboundDropped::BridgeSlow),
             Event::LameDuckMode => info!("cluster: the NATS server is shutting down (lame duck)"),
             other => debug!(event = %other, "cluster: NATS event"),
         }
     }
-}
-
-/// Connects to NATS (in the background: an unreachable NATS does not stop the node) and starts
-/// the bridge's two tasks on `tasks`.
-pub async fn start(
-    shared: &Arc<Shared>,
-    pending: Pending,
-    tasks: &tokio_util::task::TaskTracker,
-) -> Result<(), SetupError> {
-    let Some(cluster) = shared.cluster.as_ref() else {
-        return Ok(());
-    };
-    let name = format!("mphub-{}", cluster.naming.node());
-    let events = shared.clone();
-    let options = cluster
-        .config
-        .connect_options(&name)
-        .await
-        .map_err(|e| SetupError(e.to_string()))?
-        .event_callback(move |ev| {
-            if let Some(c) = events.cluster.as_ref() {
-                c.on_event(ev);
-            }
-            std::future::ready(())
-        });
-    let client = options
-        .connect(cluster.config.urls.clone())
-        .await
-        .map_err(|e| SetupError(e.to_string()))?;
-    info!(
-        urls = %cluster.config.redacted_urls().join(","),
-        prefix = %cluster.config.prefix,
-        node = cluster.naming.node(),
-        "cluster: joining NATS"
-    );
-    let _ = cluster.stats.set(client.statistics());
-    shared.index.follow(cluster.follower());
-    tasks.spawn(outbound::run(
-        client.clone(),
-        cluster.out.clone(),
-        pending.rx,
-        shared.stopped.clone(),
-    ));
-    // Unconstrained: the inbound sweep must see a waiting message whatever tokio's cooperative
-    // budget says (see `inbound::sweep`); it yields after each batch instead.
-    tasks.spawn(tokio::task::unconstrained(inbound::run(
-        shared.clone(),
-        client,
-        cluster.naming.clone(),
-        cluster.wanted.clone(),
-        cluster.metrics.clone(),
-    )));
-    Ok(())
 }

@@ -13,11 +13,12 @@ use std::time::Duration;
 use async_nats::client::PublishErrorKind;
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::metrics::ClusterMetrics;
-use super::subject::{Naming, Served};
+use super::metrics::{ClusterMetrics, NotForwarded};
+use super::subject::{self, Naming};
+use crate::route::Served;
+use crate::shutdown::Shutdown;
 
 /// How long the final flush to NATS may take at shutdown.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -42,6 +43,7 @@ pub struct Outbound {
     pub connected: AtomicBool,
     naming: Naming,
     metrics: ClusterMetrics,
+    /// Per [`NotForwarded`] reason: whether its first occurrence was logged.
     warned: [AtomicBool; 4],
 }
 
@@ -67,41 +69,48 @@ impl Outbound {
     }
 
     /// Hands one publish (the pickled body, exactly as received) to the bridge.
-    pub fn forward(&self, topic: &str, payload: Bytes, served: Served<'_>) {
+    pub fn forward(&self, topic: &str, payload: Bytes, served: &Served<'_>) {
         if !self.connected.load(Ordering::Acquire) {
-            self.not_forwarded(
-                0,
-                "publishes for other nodes are counted and dropped until NATS is back",
-            );
+            self.not_forwarded(NotForwarded::Disconnected);
             return;
         }
         let len = payload.len() as u64;
         let before = self.queued.fetch_add(len, Ordering::AcqRel);
         if before != 0 && before + len > self.limit {
             self.queued.fetch_sub(len, Ordering::AcqRel);
-            self.not_forwarded(
-                1,
-                "NATS is not keeping up; raise cluster_outbound_limit or add NATS capacity",
-            );
+            self.not_forwarded(NotForwarded::Backlog);
             return;
         }
         let item = Item {
             subject: self.naming.subject(topic),
-            served: served.header(),
+            served: subject::served_header(served),
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
             payload,
         };
         if self.tx.send(item).is_err() {
             self.queued.fetch_sub(len, Ordering::AcqRel);
-            self.not_forwarded(3, "the bridge has stopped");
+            self.not_forwarded(NotForwarded::Error);
         }
     }
 
     /// Counts a publish that did not go, and says why in the log the first time.
-    fn not_forwarded(&self, reason: usize, hint: &str) {
-        let label = super::metrics::NOT_FORWARDED[reason];
+    fn not_forwarded(&self, why: NotForwarded) {
+        let label = why.label();
         self.metrics.not_forwarded.with_label_values(&[label]).inc();
-        if !self.warned[reason].swap(true, Ordering::Relaxed) {
+        let hint = match why {
+            NotForwarded::Disconnected => {
+                "publishes for other nodes are counted and dropped until NATS is back"
+            }
+            NotForwarded::Backlog => {
+                "NATS is not keeping up; raise cluster_outbound_limit or add NATS capacity"
+            }
+            NotForwarded::TooLarge => {
+                "the payload is over the NATS server's max_payload; raise max_payload in the \
+                 NATS server configuration"
+            }
+            NotForwarded::Error => "the NATS client failed or the bridge has stopped; see the log",
+        };
+        if !self.warned[why as usize].swap(true, Ordering::Relaxed) {
             warn!(
                 reason = label,
                 "cluster: a publish was not forwarded to NATS ({hint}); further ones are counted \
@@ -116,19 +125,19 @@ impl Outbound {
     }
 }
 
-/// Drains the queue into NATS until `stopped` (every local connection has closed), then hands
-/// over what is left and flushes.
+/// Drains the queue into NATS until shutdown finishes (every local connection has closed), then
+/// hands over what is left and flushes.
 pub async fn run(
     client: async_nats::Client,
     out: Arc<Outbound>,
     mut rx: mpsc::UnboundedReceiver<Item>,
-    stopped: CancellationToken,
+    shutdown: Shutdown,
 ) {
     loop {
-        // Cancel safety: `recv` and `cancelled` lose nothing when the other branch wins.
+        // Cancel safety: `recv` and `finished` lose nothing when the other branch wins.
         let item = tokio::select! {
             item = rx.recv() => item,
-            _ = stopped.cancelled() => None,
+            _ = shutdown.finished() => None,
         };
         let Some(item) = item else { break };
         publish(&client, &out, item).await;
@@ -145,10 +154,7 @@ async fn publish(client: &async_nats::Client, out: &Outbound, item: Item) {
     let len = item.payload.len() as u64;
     out.queued.fetch_sub(len, Ordering::AcqRel);
     if client.connection_state() != async_nats::connection::State::Connected {
-        out.not_forwarded(
-            0,
-            "publishes for other nodes are counted and dropped until NATS is back",
-        );
+        out.not_forwarded(NotForwarded::Disconnected);
         return;
     }
     let headers = out.naming.headers(item.seq, item.served.as_deref());
@@ -160,14 +166,12 @@ async fn publish(client: &async_nats::Client, out: &Outbound, item: Item) {
             out.metrics.sent.inc();
             out.metrics.sent_bytes.inc_by(len);
         }
-        Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => out.not_forwarded(
-            2,
-            "the payload is over the NATS server's max_payload; raise max_payload in the NATS \
-             server configuration",
-        ),
+        Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+            out.not_forwarded(NotForwarded::TooLarge)
+        }
         Err(e) => {
             warn!(error = %e, "cluster: publish to NATS failed");
-            out.not_forwarded(3, "see the error above");
+            out.not_forwarded(NotForwarded::Error);
         }
     }
 }

@@ -15,6 +15,8 @@
 
 use async_nats::{HeaderMap, HeaderName};
 
+use crate::route::Served;
+
 /// Header numbering a node's forwarded messages: `<node id>:<sequence>`. (Built from a static
 /// string, so using it allocates nothing.)
 pub const ORIGIN: HeaderName = HeaderName::from_static("Mphub-Origin");
@@ -73,20 +75,11 @@ impl Naming {
     }
 }
 
-/// The queue groups a publish was delivered to locally.
-#[derive(Debug, Default)]
-pub struct Served<'a>(Vec<&'a str>);
-
-impl<'a> Served<'a> {
-    /// Notes one group.
-    pub fn add(&mut self, group: &'a str) {
-        self.0.push(group);
-    }
-
-    /// The header value, when any group was served.
-    pub fn header(&self) -> Option<String> {
-        (!self.0.is_empty()).then(|| self.0.join(" "))
-    }
+/// The `Mphub-Served` header value for the queue groups a publish was delivered to locally,
+/// when there were any.
+pub fn served_header(served: &Served<'_>) -> Option<String> {
+    let names = served.names();
+    (!names.is_empty()).then(|| names.join(" "))
 }
 
 /// Where a forwarded message came from: (node, sequence), if it says.
@@ -127,11 +120,8 @@ mod tests {
     #[test]
     fn headers_round_trip() {
         let n = Naming::new("mphub.", "ab12");
-        let mut s = Served::default();
-        assert_eq!(s.header(), None);
-        s.add("w");
-        s.add("x");
-        let h = n.headers(42, s.header().as_deref());
+        assert_eq!(served_header(&Served::default()), None);
+        let h = n.headers(42, Some("w x"));
         assert_eq!(origin(Some(&h)), Some(("ab12", 42)));
         assert!(served(Some(&h), "x"));
         assert!(!served(Some(&h), "y"));

@@ -17,12 +17,7 @@ pub async fn broker_with(config: Config) -> mphub_broker::Broker {
 }
 
 pub fn config(listen: &str) -> Config {
-    Config {
-        listen: vec![ListenAddr::parse(listen).unwrap()],
-        metrics: None,
-        authkey: Some(KEY.to_vec()),
-        ..Config::default()
-    }
+    Config::with_listeners(vec![ListenAddr::parse(listen).unwrap()], Some(KEY))
 }
 
 pub async fn broker() -> mphub_broker::Broker {

@@ -1,4 +1,5 @@
-//! A connection as others see it: the handle publishers use to queue frames for it.
+//! A connection's outbox: the handle publishers (and the broker's own replies) use to queue
+//! frames for it, which its writer (`writer.rs`) drains.
 //!
 //! The queue is a tokio unbounded channel guarded by a byte count: a frame goes in only while
 //! the bytes queued stay within the outbound limit, or when the queue is empty (so any frame
@@ -12,48 +13,50 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use tracing::warn;
+
 use crate::config::SlowConsumer;
 
 /// A queued frame and when it was queued (for the queue-wait histogram).
 pub type Queued = (Bytes, Instant);
 
-/// What happened to one frame offered to a peer.
+/// What happened to one frame offered to an outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
-    /// Queued for the peer's writer.
+    /// Queued for the connection's writer.
     Queued,
     /// Dropped: the queue was full and the policy is `drop`.
     Dropped,
-    /// The queue was full and the policy is `disconnect`: this call closed the peer.
+    /// The queue was full and the policy is `disconnect`: this call closed the connection.
     Disconnected,
-    /// The peer is closing or gone.
+    /// The connection is closing or gone.
     Closed,
 }
 
 /// The sending side of one connection's outbound queue.
 #[derive(Debug)]
-pub struct Peer {
+pub struct Outbox {
     /// Connection id, unique for the broker's life.
     pub id: u64,
     tx: mpsc::UnboundedSender<Queued>,
     queued: AtomicU64,
     limit: u64,
     policy: SlowConsumer,
-    /// Cancelled when the connection must close (slow consumer, shutdown, error).
+    /// Cancelled when the connection must close (slow consumer, shutdown deadline).
     pub kill: CancellationToken,
 }
 
-impl Peer {
-    /// A peer and the receiving end its writer drains.
+impl Outbox {
+    /// An outbox and the receiving end its writer drains.
     pub fn new(
         id: u64,
         limit: u64,
         policy: SlowConsumer,
         kill: CancellationToken,
-    ) -> (Peer, mpsc::UnboundedReceiver<Queued>) {
+    ) -> (Outbox, mpsc::UnboundedReceiver<Queued>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (
-            Peer {
+            Outbox {
                 id,
                 tx,
                 queued: AtomicU64::new(0),
@@ -80,6 +83,11 @@ impl Peer {
                     if self.kill.is_cancelled() {
                         Delivery::Closed
                     } else {
+                        warn!(
+                            subscriber = self.id,
+                            limit = self.limit,
+                            "slow consumer: outbound queue over its limit; closing that connection"
+                        );
                         self.kill.cancel();
                         Delivery::Disconnected
                     }

@@ -1,0 +1,27 @@
+//! `(topic, payload)`: route the frame to local subscribers as it is, then beyond this node.
+
+use std::time::Instant;
+
+use mphub_protocol::Frame;
+
+use super::Session;
+use crate::route::Audience;
+
+/// Routes one publish: every local plain subscriber and one member of each queue group get the
+/// publisher's exact bytes; then the [`Forward`](crate::route::Forward) hook, if any.
+pub(super) fn publish(s: &mut Session<'_>, topic: &str, frame: &Frame) {
+    let services = s.services;
+    let at = if s.timing { Instant::now() } else { s.epoch };
+    let matches = services.router.lookup(topic);
+    let routed =
+        services
+            .router
+            .route(&matches, Audience::Everyone, frame.wire(), at, &mut s.tally);
+    if s.timing {
+        services.metrics.fanout.observe(routed.delivered as f64);
+    }
+    if let Some(forward) = &services.forward {
+        let body = frame.wire().slice(frame.header_len()..);
+        forward.forward(topic, body, &routed.served);
+    }
+}
