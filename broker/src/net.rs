@@ -277,6 +277,49 @@ impl AsyncRead for ReadHalf {
     }
 }
 
+/// A [`ReadHalf`] as the handshake reads it: every read is acknowledged at once, and the bytes
+/// received are counted.
+///
+/// The quick ACK matters most for the client's last handshake frame (`#WELCOME#`): the broker
+/// answers it with nothing, so the kernel would delay its ACK (~40 ms), and Nagle on a stock
+/// client holds the client's first message until that ACK arrives. The count tells a peer that
+/// closed without sending a byte (a port probe) from a failed handshake.
+#[derive(Debug)]
+pub struct HandshakeRead<'a> {
+    inner: &'a mut ReadHalf,
+    received: u64,
+}
+
+impl<'a> HandshakeRead<'a> {
+    /// Wraps `inner` for the handshake.
+    pub fn new(inner: &'a mut ReadHalf) -> Self {
+        HandshakeRead { inner, received: 0 }
+    }
+
+    /// Bytes read so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+}
+
+impl AsyncRead for HandshakeRead<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut *this.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.inner.quickack();
+            this.received += n as u64;
+        }
+        polled
+    }
+}
+
 impl AsyncWrite for WriteHalf {
     fn poll_write(
         self: Pin<&mut Self>,

@@ -8,12 +8,13 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use mphub_protocol::handshake::Handshake;
-use tracing::{info, Instrument};
+use mphub_protocol::HandshakeError;
+use tracing::{debug, info, Instrument};
 
 use crate::command::{Services, Session};
 use crate::config::Config;
 use crate::connections::Connections;
-use crate::net::Stream;
+use crate::net::{HandshakeRead, Stream};
 use crate::outbox::Outbox;
 use crate::shutdown::Shutdown;
 use crate::writer::{self, Ended};
@@ -41,9 +42,11 @@ pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64
         let (mut r, mut w) = stream.into_split();
         let mut buf = BytesMut::new();
         if let Some(key) = &config.authkey {
+            metrics.handshakes_in_progress.inc();
+            let mut read = HandshakeRead::new(&mut r);
             let result = async {
                 let challenge = mphub_protocol::io::random_challenge()?;
-                let mut both = tokio::io::join(&mut r, &mut w);
+                let mut both = tokio::io::join(&mut read, &mut w);
                 let hs = Handshake::listener(key.expose(), challenge);
                 mphub_protocol::io::drive(&mut both, &mut buf, hs).await
             };
@@ -51,12 +54,23 @@ pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64
             let err = match tokio::time::timeout(deadline, result).await {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(e),
-                Err(_) => Some(mphub_protocol::HandshakeError::Timeout),
+                Err(_) => Some(HandshakeError::Timeout),
             };
-            if let Some(e) = err {
-                metrics.auth_failures.with_label_values(&[e.kind()]).inc();
-                info!(peer = %peer_addr, reason = %e, "authentication failed; connection closed");
-                return;
+            metrics.handshakes_in_progress.dec();
+            match err {
+                None => {}
+                // Connect and close (a port probe, a load balancer's health check) is not an
+                // authentication failure: nothing was tried.
+                Some(HandshakeError::Closed | HandshakeError::Io(_)) if read.received() == 0 => {
+                    metrics.connections_probed.inc();
+                    debug!(peer = %peer_addr, "closed before sending a byte (a probe?)");
+                    return;
+                }
+                Some(e) => {
+                    metrics.auth_failures.with_label_values(&[e.kind()]).inc();
+                    info!(peer = %peer_addr, reason = %e, "authentication failed; connection closed");
+                    return;
+                }
             }
         }
         metrics.connections.inc();
