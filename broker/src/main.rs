@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use mphub_broker::config::{LogFormat, Secret, Settings, Source};
+use mphub_broker::{Broker, Config};
+use tokio::signal::unix::{signal, Signal as UnixSignal, SignalKind};
+use tracing::info;
 
 /// mphub: a message broker for Python's multiprocessing.connection wire.
 #[derive(Debug, Parser)]
@@ -17,23 +20,86 @@ struct Cli {
     settings: Settings,
 }
 
-async fn signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            // No signal handling: run until killed.
-            std::future::pending::<()>().await;
+/// What a signal asks of the broker. Only SIGTERM and SIGINT stop it (PROTOCOL §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// SIGTERM, SIGINT: shut down gracefully.
+    Stop(&'static str),
+    /// SIGHUP: re-read the configuration file; see [`reload`].
+    Reload,
+    /// SIGUSR1, SIGUSR2: logged and ignored. Their default action would kill the broker at
+    /// once, without a log line or a flush.
+    Ignore(&'static str),
+}
+
+/// The signals the broker handles. Installed before the first listener binds, so that once
+/// a client can reach the broker, none of these can kill it.
+#[derive(Debug)]
+struct Signals {
+    term: UnixSignal,
+    int: UnixSignal,
+    hup: UnixSignal,
+    usr1: UnixSignal,
+    usr2: UnixSignal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            usr2: signal(SignalKind::user_defined2())?,
+        })
+    }
+
+    /// Waits for the next signal.
+    ///
+    /// Cancel safety: cancel safe (`recv` is). A stream that ends (only when the runtime
+    /// shuts down) reads as a stop.
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            Some(()) = self.term.recv() => Signal::Stop("SIGTERM"),
+            Some(()) = self.int.recv() => Signal::Stop("SIGINT"),
+            Some(()) = self.hup.recv() => Signal::Reload,
+            Some(()) = self.usr1.recv() => Signal::Ignore("SIGUSR1"),
+            Some(()) = self.usr2.recv() => Signal::Ignore("SIGUSR2"),
+            else => Signal::Stop("end of signals"),
         }
     }
+}
+
+/// SIGHUP: the one place where the configuration file is to be re-read and applied to the
+/// running broker (users, keys, limits, log level; a config that fails to load must change
+/// nothing). Not implemented yet: the request is logged and the broker runs on unchanged
+/// (PROTOCOL §7 promises only that SIGHUP never stops it).
+fn reload(_broker: &Broker) {
+    info!(
+        signal = "SIGHUP",
+        "reload requested; reloading is not supported yet, the configuration in use is unchanged"
+    );
+}
+
+/// Serves until SIGTERM or SIGINT, handling every other signal on the way.
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let mut signals = Signals::install().context("cannot install signal handlers")?;
+    let broker = mphub_broker::start(config).await?;
+    loop {
+        match signals.next().await {
+            Signal::Stop(name) => {
+                info!(signal = name, "shutting down");
+                break;
+            }
+            Signal::Reload => reload(&broker),
+            Signal::Ignore(name) => info!(
+                signal = name,
+                "signal ignored: only SIGTERM and SIGINT stop the broker"
+            ),
+        }
+    }
+    broker.shutdown().await;
+    Ok(())
 }
 
 fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
@@ -83,6 +149,5 @@ fn real_main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(mphub_broker::run(config, signal()))?;
-    Ok(())
+    runtime.block_on(serve(config))
 }
