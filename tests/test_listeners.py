@@ -2,6 +2,7 @@
 and the open-files limit. A second broker must never disturb a live one."""
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import time
 from multiprocessing.connection import Client
 from pathlib import Path
 
+import pytest
 from conftest import KEY, ROOT, mphub_binary
 from scenarios import barrier, subscribe
 
@@ -157,3 +159,55 @@ def test_a_second_broker_on_a_live_tcp_port_refuses_to_start(broker):
     assert r.returncode != 0
     assert len(r.stderr.strip().splitlines()) == 1 and "in use" in r.stderr, r.stderr
     barrier(Client(broker.address, authkey=KEY))
+
+
+def _open_files(pid):
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no open-files line")
+
+
+def _start_with_soft_limit(soft, *args):
+    """Starts mphub with the open-files soft limit lowered to `soft`; returns it once listening."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+    def lower():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    p = subprocess.Popen([str(mphub_binary()), "--listen", "127.0.0.1:0", "--metrics", "off", *args],
+                         stderr=subprocess.PIPE, text=True, env=mphub_env(), preexec_fn=lower)
+    lines = []
+    for line in p.stderr:
+        lines.append(line)
+        if "mphub listening on" in line:
+            break
+    return p, lines
+
+
+def test_the_soft_open_files_limit_is_raised_to_the_hard_one_at_start():
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY or hard <= 1024:
+        pytest.skip(f"the hard open-files limit ({hard}) leaves nothing to raise")
+    p, lines = _start_with_soft_limit(1024, "--max-connections", "100")
+    try:
+        assert _open_files(p.pid) == (hard, hard), "".join(lines)
+        assert not any("open-files limit is below" in line for line in lines), "".join(lines)
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_a_warning_says_when_the_open_files_limit_is_below_what_max_connections_needs():
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard open-files limit")
+    p, lines = _start_with_soft_limit(min(1024, hard), "--max-connections", str(hard + 1000))
+    try:
+        warning = [line for line in lines if "open-files limit is below" in line]
+        assert len(warning) == 1, "".join(lines)
+        assert f"open_files={hard}" in warning[0] and f"max_connections={hard + 1000}" in warning[0]
+    finally:
+        p.kill()
+        p.wait()

@@ -237,6 +237,19 @@ impl Broker {
     }
 }
 
+/// File descriptors a broker with these settings may hold at once: one per client connection,
+/// the HTTP endpoint's cap, one per listener, and a margin for the runtime (epoll, wakers),
+/// the cluster bridge, stdio and files read at start.
+pub fn descriptors_needed(settings: &config::Settings) -> u64 {
+    const MARGIN: u64 = 64;
+    let http = if settings.metrics.addr().is_some() {
+        http::MAX_CONNECTIONS as u64 + 1
+    } else {
+        0
+    };
+    settings.max_connections.get() as u64 + http + settings.listen.len() as u64 + MARGIN
+}
+
 /// Runs a broker until `signal` completes, then shuts it down gracefully.
 pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(), StartError> {
     let broker = start(config).await?;

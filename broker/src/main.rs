@@ -1,4 +1,5 @@
-//! The `mphub` command: flags and config file, logging, signals. Everything else is the library.
+//! The `mphub` command: flags and config file, logging, the open-files limit, signals.
+//! Everything else is the library.
 
 use std::path::PathBuf;
 
@@ -7,7 +8,7 @@ use clap::{CommandFactory, Parser};
 use mphub_broker::config::{LogFormat, Secret, Settings, Source};
 use mphub_broker::{Broker, Config};
 use tokio::signal::unix::{signal, Signal as UnixSignal, SignalKind};
-use tracing::info;
+use tracing::{debug, info, warn};
 
 /// mphub: a message broker for Python's multiprocessing.connection wire.
 #[derive(Debug, Parser)]
@@ -102,6 +103,45 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Raises the soft open-files limit to the hard one, as Go programs do at start: every client
+/// connection is a file descriptor, and distributions still default the soft limit to 1024.
+/// Warns when even the hard limit is below what the settings need: connections past it would
+/// wait in the listen backlog and time out.
+fn raise_open_files(config: &Config) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let need = mphub_broker::descriptors_needed(&config.settings);
+    let limit = getrlimit(Resource::Nofile);
+    let Some(soft) = limit.current else {
+        return; // unlimited
+    };
+    // An unlimited hard limit is not a value Linux takes for open files: ask for what we need.
+    let hard = limit.maximum.unwrap_or(need.max(soft));
+    let mut now = soft;
+    if soft < hard {
+        let raised = rustix::process::Rlimit {
+            current: Some(hard),
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => {
+                now = hard;
+                debug!(from = soft, to = hard, "open-files limit raised");
+            }
+            Err(e) => warn!(error = %e, soft, hard, "cannot raise the open-files limit"),
+        }
+    }
+    if now < need {
+        warn!(
+            open_files = now,
+            needed = need,
+            max_connections = config.settings.max_connections.get(),
+            "the open-files limit is below what the settings need: connections past it wait \
+             and time out; raise the hard limit (systemd LimitNOFILE=, ulimit -Hn) or lower \
+             max_connections"
+        );
+    }
+}
+
 fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
     // The NATS client's own info lines repeat what the cluster bridge logs; keep its warnings
     // (a directive naming async_nats decides for itself).
@@ -145,6 +185,7 @@ fn real_main() -> anyhow::Result<()> {
     let env_key = std::env::var_os("MPHUB_AUTHKEY").map(|k| Secret::new(k.into_encoded_bytes()));
     let config = Source::new(file, matches, env_key).load()?;
     init_logging(&config.settings.log_level, config.settings.log_format)?;
+    raise_open_files(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
