@@ -102,7 +102,7 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
         listeners.push(l);
         addrs.push(local);
     }
-    if config.authkey.is_none() {
+    if config.users.ring().is_none() {
         warn!("no authkey set: no handshake, loopback and Unix sockets only (protected mode)");
     }
     let metrics = Arc::new(metrics::Metrics::new());
@@ -128,7 +128,7 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
         None => None,
     };
     let workers = Arc::new(worker_metrics::Store::default());
-    let connections = Arc::new(Connections::default());
+    let connections = Arc::new(Connections::new(metrics.connections_by_user.clone()));
     let ctx = Arc::new(Context {
         config: config.clone(),
         services: Services {

@@ -7,9 +7,12 @@
 //! A publisher never waits on a subscriber.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
+use mphub_protocol::topic::matches;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +47,9 @@ pub struct Outbox {
     policy: SlowConsumer,
     /// Cancelled when the connection must close (slow consumer, shutdown deadline).
     pub kill: CancellationToken,
+    /// Topics this connection's user may never receive (`deny_subscribe`); empty for almost
+    /// every connection, and swapped whole when a reload changes the user's permissions.
+    deny: ArcSwapOption<Vec<String>>,
 }
 
 impl Outbox {
@@ -63,9 +69,24 @@ impl Outbox {
                 limit,
                 policy,
                 kill,
+                deny: ArcSwapOption::empty(),
             },
             rx,
         )
+    }
+
+    /// Sets the patterns whose topics are never delivered here (none: `Vec::new()`).
+    pub fn set_deny(&self, patterns: &[String]) {
+        self.deny
+            .store((!patterns.is_empty()).then(|| Arc::new(patterns.to_vec())));
+    }
+
+    /// Whether a message on `topic` must not be delivered here (its user's `deny_subscribe`).
+    pub fn refuses(&self, topic: &str) -> bool {
+        self.deny
+            .load()
+            .as_ref()
+            .is_some_and(|deny| deny.iter().any(|p| matches(p, topic)))
     }
 
     /// Offers one frame (a shared reference to it: no copy), routed at `at`.

@@ -65,7 +65,7 @@ pub(super) async fn read_loop(
 ) -> Close {
     let max = ctx.config.settings.max_frame.bytes();
     let mut room = READ_MIN;
-    let mut heard = !buf.is_empty() || ctx.config.authkey.is_some();
+    let mut heard = !buf.is_empty() || ctx.config.users.ring().is_some();
     loop {
         // Check, then parse: handle every whole frame already buffered.
         loop {
