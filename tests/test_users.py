@@ -130,7 +130,7 @@ def test_a_user_at_its_connection_limit_is_refused_with_a_reason(hub):
     with pytest.raises(EOFError):
         second.recv()
     first.close()
-    assert hub.wait_for_log("connection closed")
+    assert hub.wait_for_log("reason=client closed")
     third = Client(hub.address, authkey=CAPPED)
     assert barrier(third) == []
 

@@ -4,16 +4,27 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use prometheus::IntGaugeVec;
 
-use crate::config::User;
+use crate::config::{Config, User};
 use crate::outbox::Outbox;
 
-/// Every open connection's outbox, keyed by connection id, and the count per user.
+/// One open connection as the rest of the broker sees it.
+#[derive(Debug)]
+pub struct Entry {
+    /// Its outbound queue.
+    pub outbox: Arc<Outbox>,
+    /// The configuration it follows now (a reload waits until every connection follows the
+    /// new one).
+    applied: ArcSwap<Config>,
+}
+
+/// Every open connection, keyed by connection id, and the count per user.
 #[derive(Debug)]
 pub struct Connections {
-    open: DashMap<u64, Arc<Outbox>>,
+    open: DashMap<u64, Entry>,
     per_user: Mutex<HashMap<String, usize>>,
     /// `mphub_connections_by_user{user}`.
     by_user: IntGaugeVec,
@@ -72,9 +83,28 @@ impl Connections {
         })
     }
 
-    /// A connection finished its handshake.
-    pub fn insert(&self, outbox: Arc<Outbox>) {
-        self.open.insert(outbox.id, outbox);
+    /// A connection finished its handshake; it follows `config`.
+    pub fn insert(&self, outbox: Arc<Outbox>, config: Arc<Config>) {
+        let entry = Entry {
+            outbox: outbox.clone(),
+            applied: ArcSwap::new(config),
+        };
+        self.open.insert(outbox.id, entry);
+    }
+
+    /// Connection `id` follows `config` now.
+    pub fn applied(&self, id: u64, config: &Arc<Config>) {
+        if let Some(e) = self.open.get(&id) {
+            e.applied.store(config.clone());
+        }
+    }
+
+    /// How many open connections do not follow `config` yet.
+    pub fn behind(&self, config: &Arc<Config>) -> usize {
+        self.open
+            .iter()
+            .filter(|e| !Arc::ptr_eq(&e.applied.load(), config))
+            .count()
     }
 
     /// A connection closed.
@@ -84,6 +114,6 @@ impl Connections {
 
     /// Bytes queued for each open connection now.
     pub fn queued(&self) -> Vec<u64> {
-        self.open.iter().map(|o| o.value().queued()).collect()
+        self.open.iter().map(|e| e.outbox.queued()).collect()
     }
 }

@@ -6,7 +6,7 @@
 //! within the frame limit can be delivered). Past the limit the slow-consumer policy applies.
 //! A publisher never waits on a subscriber.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,8 +43,10 @@ pub struct Outbox {
     pub id: u64,
     tx: mpsc::UnboundedSender<Queued>,
     queued: AtomicU64,
-    limit: u64,
-    policy: SlowConsumer,
+    /// The outbound limit in bytes (a reload may change it).
+    limit: AtomicU64,
+    /// The slow-consumer policy: true for `drop` (a reload may change it).
+    drops: AtomicBool,
     /// Cancelled when the connection must close (slow consumer, shutdown deadline).
     pub kill: CancellationToken,
     /// Topics this connection's user may never receive (`deny_subscribe`); empty for almost
@@ -66,13 +68,20 @@ impl Outbox {
                 id,
                 tx,
                 queued: AtomicU64::new(0),
-                limit,
-                policy,
+                limit: AtomicU64::new(limit),
+                drops: AtomicBool::new(policy == SlowConsumer::Drop),
                 kill,
                 deny: ArcSwapOption::empty(),
             },
             rx,
         )
+    }
+
+    /// Applies a reloaded outbound limit and slow-consumer policy.
+    pub fn set_limits(&self, limit: u64, policy: SlowConsumer) {
+        self.limit.store(limit, Ordering::Relaxed);
+        self.drops
+            .store(policy == SlowConsumer::Drop, Ordering::Relaxed);
     }
 
     /// Sets the patterns whose topics are never delivered here (none: `Vec::new()`).
@@ -96,17 +105,18 @@ impl Outbox {
         }
         let len = frame.len() as u64;
         let before = self.queued.fetch_add(len, Ordering::AcqRel);
-        if before != 0 && before + len > self.limit {
+        let limit = self.limit.load(Ordering::Relaxed);
+        if before != 0 && before + len > limit {
             self.queued.fetch_sub(len, Ordering::AcqRel);
-            return match self.policy {
-                SlowConsumer::Drop => Delivery::Dropped,
-                SlowConsumer::Disconnect => {
+            return match self.drops.load(Ordering::Relaxed) {
+                true => Delivery::Dropped,
+                false => {
                     if self.kill.is_cancelled() {
                         Delivery::Closed
                     } else {
                         warn!(
                             subscriber = self.id,
-                            limit = self.limit,
+                            limit,
                             "slow consumer: outbound queue over its limit; closing that connection"
                         );
                         self.kill.cancel();

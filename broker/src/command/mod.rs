@@ -74,6 +74,28 @@ impl Action {
     }
 }
 
+/// Why a reload ends a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    /// The connection's user is no longer configured.
+    UserRemoved(String),
+    /// The connection's user has another key now.
+    KeyChanged(String),
+}
+
+impl std::fmt::Display for Revoked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Revoked::UserRemoved(u) => {
+                write!(f, "user {u:?} was removed by a configuration reload")
+            }
+            Revoked::KeyChanged(u) => {
+                write!(f, "user {u:?} has a new key since a configuration reload")
+            }
+        }
+    }
+}
+
 /// One connection's state as commands see it.
 #[derive(Debug)]
 pub struct Session<'a> {
@@ -185,6 +207,55 @@ impl<'a> Session<'a> {
     /// The connection's user.
     pub fn user(&self) -> &Arc<User> {
         &self.user
+    }
+
+    /// The configuration this connection follows now.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The connection's outbox.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        self.outbox
+    }
+
+    /// A reload brought `new`: the connection follows it from its next frame. Its user's new
+    /// permissions apply (subscriptions they no longer allow are removed, each answered with a
+    /// `permission denied` error), as do the new limits. `Err` when the user is gone or has
+    /// another key: the connection must close.
+    pub fn reconfigure(&mut self, new: Arc<Config>) -> Result<(), Revoked> {
+        let name = &self.user.name;
+        let user = match new.users.ring() {
+            None => new.users.anonymous(),
+            Some(_) => new.users.by_name(name),
+        };
+        let user = match user {
+            None => return Err(Revoked::UserRemoved(name.clone())),
+            Some(u) if u.key != self.user.key => return Err(Revoked::KeyChanged(name.clone())),
+            Some(u) => u.clone(),
+        };
+        let s = &new.settings;
+        self.outbox
+            .set_limits(s.outbound_limit.bytes(), s.slow_consumer);
+        self.outbox.set_deny(&user.permissions.deny_subscribe);
+        self.verdicts.clear();
+        let revoked: Vec<Held> = self
+            .subs
+            .iter()
+            .filter(|(pattern, _)| !user.permissions.may_subscribe(pattern))
+            .cloned()
+            .collect();
+        self.user = user;
+        self.config = new;
+        for (pattern, group) in revoked {
+            self.subs.remove(&(pattern.clone(), group.clone()));
+            self.services
+                .router
+                .index()
+                .unsubscribe(self.outbox.id, &pattern, group.as_deref());
+            self.deny(Action::Subscribe, &pattern);
+        }
+        Ok(())
     }
 
     /// Folds this batch's counts into the shared metrics.

@@ -9,6 +9,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use mphub_protocol::reply;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
 use tracing::{info, Instrument};
 
 use crate::command::{Services, Session};
@@ -22,8 +23,9 @@ use crate::writer::{self, Ended};
 /// What a connection needs from the broker.
 #[derive(Debug, Clone)]
 pub struct Context {
-    /// The configuration (one value; a reload swaps it whole).
-    pub config: Arc<Config>,
+    /// The configuration: one value, which a reload replaces whole; every connection watches
+    /// it and applies a change to its next frame.
+    pub config: watch::Receiver<Arc<Config>>,
     /// What commands use.
     pub services: Services,
     /// The open connections.
@@ -37,11 +39,13 @@ pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64
     let span = tracing::info_span!("conn", id, user = tracing::field::Empty);
     async move {
         let started = Instant::now();
-        let config = ctx.config.clone();
+        let mut config_rx = ctx.config.clone();
+        let config = config_rx.borrow_and_update().clone();
         let metrics = &ctx.services.metrics;
         let (mut r, mut w) = stream.into_split();
         let mut buf = BytesMut::new();
-        let Some(user) = authenticate(&ctx, &mut r, &mut w, &mut buf, &peer_addr).await else {
+        let auth = authenticate(&ctx, &config, &mut r, &mut w, &mut buf, &peer_addr).await;
+        let Some(user) = auth else {
             return;
         };
         tracing::Span::current().record("user", tracing::field::display(&user.name));
@@ -74,10 +78,10 @@ pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64
         let finish = tokio_util::sync::CancellationToken::new();
         let wait = s.metrics.addr().map(|_| metrics.queue_wait.clone());
         let writer = tokio::spawn(writer::run(w, rx, outbox.clone(), finish.clone(), wait));
-        ctx.connections.insert(outbox.clone());
+        ctx.connections.insert(outbox.clone(), config.clone());
 
         let mut session = Session::new(&ctx.services, config.clone(), user, &outbox);
-        let why = reader::read_loop(&mut session, &ctx, &outbox, &mut r, &mut buf).await;
+        let why = reader::read_loop(&mut session, &ctx, &mut config_rx, &mut r, &mut buf).await;
         session.close();
         let received = session.received_total();
         ctx.connections.remove(id);
@@ -107,12 +111,13 @@ pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64
 /// when it failed (counted and logged here).
 async fn authenticate(
     ctx: &Context,
+    config: &Config,
     r: &mut ReadHalf,
     w: &mut WriteHalf,
     buf: &mut BytesMut,
     peer_addr: &str,
 ) -> Option<Arc<User>> {
-    let users = &ctx.config.users;
+    let users = &config.users;
     let Some(ring) = users.ring() else {
         return users.anonymous().cloned();
     };
@@ -121,7 +126,7 @@ async fn authenticate(
         let mut both = tokio::io::join(&mut *r, &mut *w);
         mphub_protocol::io::accept(&mut both, buf, ring.clone(), challenge).await
     };
-    let deadline = ctx.config.settings.handshake_timeout.duration();
+    let deadline = config.settings.handshake_timeout.duration();
     let err = match tokio::time::timeout(deadline, result).await {
         Ok(Ok(index)) => match users.get(index) {
             Some(user) => return Some(user.clone()),
