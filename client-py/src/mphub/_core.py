@@ -11,7 +11,7 @@ wait and run a timer. Everything they decide alike is decided here, once:
   it, and bounds what may wait for a reconnect;
 - the connection's life: what goes first on every connect (each key's `$sub`, all worker
   metrics, then what was buffered meanwhile), what a loss fails, whether and how to reconnect
-  (`ReconnectPlan`), giving up;
+  (`_reconnect.ReconnectPlan`), giving up;
 - what each control frame from the broker means (`_on_control`);
 - what is done on a timer (`tick`): worker metrics every `metrics_interval`.
 
@@ -28,7 +28,8 @@ Where features to come belong, so that both hubs get them at once:
   dead; the driver closes it and `lose`/`ReconnectPlan` take over as after any loss;
 - TLS: the drivers' connection setup (`_connect`); nothing here changes;
 - a restricted unpickler (`payloads="data"`): the `loads` that `receive` hands to
-  `_dispatch.deliver`, its refusals reported through `_on_bad`;
+  `_dispatch.deliver`, which knows the subscriptions of a refused frame's topic (read from its
+  envelope, as the broker does) to count the refusal on, and reports it through `_on_bad`;
 - a frame size the broker announces: a second limit beside `max_frame` in `put`, warned
   about instead of refused.
 """
@@ -39,14 +40,14 @@ import itertools
 import logging
 import os
 import pickle
-import random
 import struct
 import threading
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Generic, Iterator, List, Optional, Protocol, Tuple, TypeVar
+from typing import Any, Callable, Deque, Dict, Generic, List, Optional, Protocol, Tuple, TypeVar
 
 from ._connect import READ_SIZE
 from ._dispatch import Router, deliver
+from ._reconnect import ReconnectPlan
 from ._wire import FrameSplitter, ProtocolError, frame, header
 from .errors import AuthenticationError, BrokerError, BufferFullError, ConnectionClosed, MphubError
 from .metrics import HubMetrics
@@ -444,7 +445,10 @@ class Core(Generic[W]):
         return retry
 
     def reconnect_plan(self) -> ReconnectPlan:
-        return ReconnectPlan(self)
+        """The attempts of the outage that just began (see `_reconnect`)."""
+        return ReconnectPlan(
+            self.address, self.max_attempts, self.wait_range, self.give_up, lambda: self.closing
+        )
 
     def give_up(self, error: BaseException) -> None:
         """No more connections: fail what waits for one, close every subscription, and report
@@ -500,44 +504,3 @@ class Core(Generic[W]):
                     self._wbuf += self._metrics_ops(False)
         self._metrics_due = now + self._metrics_interval
         return self._metrics_interval
-
-
-class ReconnectPlan:
-    """The attempts of one outage: waits doubling from `reconnect_wait[0]` up to
-    `reconnect_wait[1]`, each times a random 0.5-1.5 (so that many clients do not come back at
-    once), at most `max_reconnect_attempts` (-1: no limit). A driver runs it as
-
-        plan = core.reconnect_plan()
-        for delay in plan:            # ends, having given up, when there is no attempt left
-            wait `delay`; if the hub closed meanwhile: continue (the plan then gives up)
-            connect; if that raised: plan.failed(error); continue
-            write what `core.on_connect()` gives; done
-    """
-
-    def __init__(self, core: Core[Any]) -> None:
-        self.attempt = 0
-        self._core = core
-        self._wait, self._most = core.wait_range
-        self._stopped = False
-
-    def __iter__(self) -> Iterator[float]:
-        core = self._core
-        while not self._stopped:
-            if core.closing or 0 <= core.max_attempts <= self.attempt:
-                core.give_up(
-                    ConnectionClosed(f"gave up reconnecting to {core.address} after {self.attempt} attempts")
-                )
-                return
-            wait = self._wait * (0.5 + random.random())
-            self._wait = min(self._wait * 2, self._most)
-            self.attempt += 1
-            yield wait
-
-    def failed(self, error: BaseException) -> None:
-        """An attempt raised `error`. A refused authkey ends the plan, having given up: trying
-        again would not change the broker's mind."""
-        if isinstance(error, AuthenticationError):
-            self._stopped = True
-            self._core.give_up(error)
-        else:
-            log.info("mphub: reconnect attempt %d to %s failed: %s", self.attempt, self._core.address, error)

@@ -47,21 +47,21 @@ class HubBase(Generic[W]):
     ) -> None:
         """Every option of both hubs, keyword-only and optional:
 
-          authkey            bytes; default `$MPHUB_AUTHKEY`; with neither, no handshake (a broker
-                             running without a key, loopback only)
-          connect_timeout    seconds for connect + handshake (5.0)
-          max_pending        default queue bound of each subscription (65536 messages)
-          flush_size         publish buffer size that triggers a send in the caller (64 KiB)
-          reconnect          reconnect when the connection is lost (True)
-          max_reconnect_attempts   attempts before giving up; -1 forever (60)
-          reconnect_wait     (first, most) backoff seconds, doubled per attempt ((0.05, 2.0))
-          reconnect_buffer   bytes of publishes kept while disconnected (8 MiB); past it, publish
-                             raises `BufferFullError`
-          max_frame          largest frame accepted from the broker (64 MiB)
-          on_disconnected, on_reconnected   callables without arguments
-          on_error           callable taking the exception (default: logs it)
-          pickle_protocol    protocol for publishes (pickle.HIGHEST_PROTOCOL)
-          metrics_interval   seconds between sends of pending worker metrics (1.0)
+        authkey            bytes; default `$MPHUB_AUTHKEY`; with neither, no handshake (a broker
+                           running without a key, loopback only)
+        connect_timeout    seconds for connect + handshake (5.0)
+        max_pending        default queue bound of each subscription (65536 messages)
+        flush_size         publish buffer size that triggers a send in the caller (64 KiB)
+        reconnect          reconnect when the connection is lost (True)
+        max_reconnect_attempts   attempts before giving up; -1 forever (60)
+        reconnect_wait     (first, most) backoff seconds, doubled per attempt ((0.05, 2.0))
+        reconnect_buffer   bytes of publishes kept while disconnected (8 MiB); past it, publish
+                           raises `BufferFullError`
+        max_frame          largest frame accepted from the broker (64 MiB)
+        on_disconnected, on_reconnected   callables without arguments
+        on_error           callable taking the exception (default: logs it)
+        pickle_protocol    protocol for publishes (pickle.HIGHEST_PROTOCOL)
+        metrics_interval   seconds between sends of pending worker metrics (1.0)
         """
         self.address = parse(address)
         self.max_pending = max_pending
