@@ -14,19 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import pickle
 from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Union
 
 from . import _topics
 from ._address import AddressLike
 from ._connect import open_streams
-from ._core import NOW, SOON, log
+from ._core import NOW, SOON
 from ._hub import HubBase
 from .errors import MphubError, SubscriptionClosed, TimeoutError
 from .message import Message
 from .subscription import Link, SubscriptionBase
 
 AsyncCallback = Callable[[Message], Union[Awaitable[Any], Any]]
+log = logging.getLogger("mphub")
 _dumps = pickle.dumps
 _new = tuple.__new__
 

@@ -8,6 +8,7 @@ metric. Callback subscriptions each have a worker thread.
 
 from __future__ import annotations
 
+import logging
 import pickle
 import select
 import socket
@@ -18,11 +19,12 @@ from typing import Any, Callable, Optional
 from . import _topics
 from ._address import AddressLike
 from ._connect import open_socket
-from ._core import NOW, SOON, log
+from ._core import NOW, SOON
 from ._hub import HubBase
 from .errors import MphubError, TimeoutError
 from .subscription import Callback, Link, Subscription
 
+log = logging.getLogger("mphub")
 _dumps = pickle.dumps
 _monotonic = time.monotonic
 _IDLE = 0.0005  # seconds without a publish after which the next is sent from the caller
@@ -62,7 +64,7 @@ class EventWaiter:
 class Hub(HubBase[EventWaiter]):
     """A connection to an mphub broker. Use `mphub.connect(...)`; close it (or use `with`).
 
-    Options: see `HubBase` (`help(mphub.Hub.__init__)`) or the README.
+    Options: `help(mphub.Hub.__init__)`, or the README.
     """
 
     _idle = _IDLE

@@ -7,11 +7,11 @@
     seconds = hub.histogram("job_seconds", "Job duration", buckets=(0.1, 1, 10))
     seconds.observe(0.42)
 
-Updates are batched per hub and sent as one `("$metrics", ops)` frame on a short interval, on
-`hub.flush()` and on `hub.close()` (never lost on a clean close); both `mphub.Hub` and
-`mphub.aio.Hub` offer them. Counter increments in one
-batch are summed; gauges are tracked here and sent as their current value (so a reconnect
-restores them); every observation is sent. PROTOCOL §10 is the wire.
+Both `mphub.Hub` and `mphub.aio.Hub` offer them. Updates are batched per hub and sent as one
+`("$metrics", ops)` frame on a short interval, on `hub.flush()` and on `hub.close()` (never
+lost on a clean close). Counter increments in one batch are summed; gauges are tracked here and
+sent as their current value (so a reconnect restores them); every observation is sent.
+PROTOCOL §10 is the wire.
 """
 
 from __future__ import annotations
