@@ -274,7 +274,10 @@ class Hub(HubBase[FutureWaiter]):
     # ------------------------------------------------------------------ worker metrics timer
 
     def _start_timer(self) -> None:
-        self._loop.call_soon_threadsafe(self._tick)
+        try:
+            self._loop.call_soon_threadsafe(self._tick)
+        except RuntimeError:
+            pass  # the loop has ended: nothing could send the metrics any more
 
     def _tick(self) -> None:
         delay = self._core.tick(self._loop.time())
