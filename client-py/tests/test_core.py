@@ -1,11 +1,12 @@
 """The hub core without sockets: what both hubs send, match and decide, fed bytes by hand."""
 
 import pickle
+import threading
 
 import pytest
 
 from mphub import errors
-from mphub._core import IDLE, NOW, SOON, Core
+from mphub._core import IDLE, NO_LOCK, NOW, SOON, Core
 from mphub._wire import FrameSplitter, frame
 
 
@@ -36,7 +37,7 @@ class Sub:
 class Hub:
     """A driver with no I/O: the core, what it reported, and how often it asked for a timer."""
 
-    def __init__(self, waiter=Waiter, **options):
+    def __init__(self, waiter=Waiter, lock=None, **options):
         self.reports, self.timers = [], 0
         settings = dict(
             address="test",
@@ -51,7 +52,7 @@ class Hub:
             metrics_interval=1.0,
         )
         settings.update(options)
-        self.core = Core(waiter, self.reports.append, self._timer, **settings)
+        self.core = Core(waiter, self.reports.append, self._timer, lock or threading.Lock(), **settings)
         assert self.core.on_connect() == b""
 
     def _timer(self):
@@ -164,8 +165,9 @@ def test_a_pong_sets_only_its_own_waiter():
 # ------------------------------------------------------------------ the write buffer
 
 
-def test_a_publish_after_a_quiet_spell_is_written_now_and_a_burst_shares_one_write():
-    hub = Hub(flush_size=1000)
+@pytest.mark.parametrize("lock", [threading.Lock(), NO_LOCK], ids=["threads", "one thread"])
+def test_a_publish_after_a_quiet_spell_is_written_now_and_a_burst_shares_one_write(lock):
+    hub = Hub(lock=lock, flush_size=1000)
     assert publish(hub.core, "t", 1, now=100.0) == NOW
     assert hub.sent() == [("t", 1)]
     assert publish(hub.core, "t", 2, now=100.0001) == SOON  # soon after the last: a flush is due

@@ -17,8 +17,10 @@ wait and run a timer. Everything they decide alike is decided here, once:
 
 Drivers wait on waiters the core makes with their factory (a `threading.Event` in
 `client.EventWaiter`, an asyncio future in `aio.FutureWaiter`); the core only calls
-`waiter.set(value, error)`. Any method may be called from any thread: state changes under
-one lock; waiters are set and callbacks called outside it.
+`waiter.set(value, error)`. State changes under the lock the driver gives: a
+`threading.Lock` when any thread may call (the threaded hub), `NO_LOCK` when all calls come
+from one thread (the asyncio hub's loop: a publish then takes no lock at all). Waiters are set and
+callbacks called outside it.
 
 Where features to come belong, so that both hubs get them at once:
 - `("$hello", {"name": ...})` on every connect: the first frame `on_connect` returns, its
@@ -43,7 +45,7 @@ import pickle
 import struct
 import threading
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Generic, List, Optional, Protocol, Tuple, TypeVar
+from typing import Any, Callable, Deque, Dict, Generic, List, Optional, Protocol, Tuple, TypeVar, Union
 
 from ._connect import READ_SIZE
 from ._dispatch import Router, deliver
@@ -109,17 +111,40 @@ class Inbox:
         """Nothing to end: a request still waiting times out on its own."""
 
 
+class NoLock:
+    """The lock of a core whose every call comes from one thread."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def acquire(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        return None
+
+
+NO_LOCK = NoLock()
+Lock = Union["threading.Lock", NoLock]
+
+
 class Core(Generic[W]):
     """One hub's state. The driver gives it a waiter factory, `report` (the hub's `on_error`
-    path) and `start_timer` (called once, when `tick` first has work); the options are the
-    hub's (see `mphub.Hub`), `idle` is the flavour's quiet spell after which a publish is
-    written at once (`put`)."""
+    path), `start_timer` (called once, when `tick` first has work) and its `lock` (see the
+    module's doc); the options are the hub's (see `mphub.Hub`), `idle` is the flavour's quiet
+    spell after which a publish is written at once (`put`)."""
 
     def __init__(
         self,
         new_waiter: Callable[[], W],
         report: Callable[[BaseException], None],
         start_timer: Callable[[], None],
+        lock: Lock,
         *,
         address: object,
         idle: float,
@@ -150,7 +175,10 @@ class Core(Generic[W]):
         self._flush_size = flush_size
         self._offline_limit = reconnect_buffer
         self._metrics_interval = metrics_interval
-        self._lock = threading.Lock()
+        self._lock = lock
+        self._acquire, self._release = lock.acquire, lock.release
+        # Every publish calls `put` (see `_put`): with one thread there is no lock to take.
+        self.put: Callable[[bytes, float], int] = self._put if lock is NO_LOCK else self._put_locked
         self._subs: List[Any] = []
         self._keys: Dict[Key, int] = {}
         self._acks: Deque[Optional[W]] = deque()  # one per $sub/$unsub sent, in order
@@ -169,8 +197,15 @@ class Core(Generic[W]):
 
     # ------------------------------------------------------------------ the write buffer
 
-    def put(self, body: bytes, now: float) -> int:
-        """Frame a pickled `body` into the write buffer; returns what the driver should do.
+    def _put_locked(self, body: bytes, now: float) -> int:
+        self._acquire()  # not `with`: this is every publish's path, and the `with` costs more
+        try:
+            return self._put(body, now)
+        finally:
+            self._release()
+
+    def _put(self, body: bytes, now: float) -> int:
+        """`put`: frame a pickled `body` into the write buffer; returns what the driver should do.
 
         `now` is a monotonic clock in seconds. The first put after `idle` seconds without one
         is to be written NOW (a lone message then costs what the stock client's send does);
@@ -182,20 +217,20 @@ class Core(Generic[W]):
         n = len(body)
         if n > self.max_frame:
             raise ValueError(f"message of {n} bytes is over max_frame ({self.max_frame})")
-        with self._lock:
-            if not self.connected:
-                self._check_offline(n)
-            buf = self._wbuf
-            buf += _pack_len(n) if n <= 0x7FFFFFFF else header(n)
-            buf += body
-            todo = IDLE
-            if not self._write_due:
-                self._write_due = True
-                todo = NOW if now - self._last_put >= self._idle else SOON
-            self._last_put = now
-            if len(buf) >= self._flush_size:
-                todo = NOW
-            return todo if self.connected else IDLE
+        connected = self.connected
+        if not connected:
+            self._check_offline(n)
+        buf = self._wbuf
+        buf += _pack_len(n) if n <= 0x7FFFFFFF else header(n)
+        buf += body
+        todo = IDLE
+        if not self._write_due:
+            self._write_due = True
+            todo = NOW if now - self._last_put >= self._idle else SOON
+        self._last_put = now
+        if len(buf) >= self._flush_size:
+            todo = NOW
+        return todo if connected else IDLE
 
     def take_output(self) -> Optional[bytearray]:
         """Everything buffered, to write now; None while disconnected or if there is nothing."""

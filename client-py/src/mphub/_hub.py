@@ -13,7 +13,7 @@ from typing import Any, Callable, Generic, Optional, Sequence, Tuple
 
 from ._address import AddressLike, parse
 from ._connect import authkey_from_env
-from ._core import Core, W
+from ._core import Core, Lock, W
 from .metrics import Family, options
 
 log = logging.getLogger("mphub")
@@ -76,6 +76,7 @@ class HubBase(Generic[W]):
             self._new_waiter,
             self._report,
             self._start_timer,
+            self._core_lock(),
             address=self.address,
             idle=self._idle,
             max_frame=max_frame,
@@ -95,6 +96,10 @@ class HubBase(Generic[W]):
         raise NotImplementedError
 
     def _new_waiter(self) -> W:
+        raise NotImplementedError
+
+    def _core_lock(self) -> Lock:
+        """`threading.Lock()`, or `NO_LOCK` if every call comes from one thread."""
         raise NotImplementedError
 
     def _start_timer(self) -> None:

@@ -21,7 +21,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Union
 from . import _topics
 from ._address import AddressLike
 from ._connect import open_streams
-from ._core import NOW, SOON
+from ._core import NO_LOCK, NOW, SOON, Lock
 from ._hub import HubBase
 from .errors import MphubError, SubscriptionClosed, TimeoutError
 from .message import Message
@@ -161,6 +161,9 @@ class Hub(HubBase[FutureWaiter]):
 
     def _new_waiter(self) -> FutureWaiter:
         return FutureWaiter()
+
+    def _core_lock(self) -> Lock:
+        return NO_LOCK  # every call comes from the loop's thread
 
     async def _start(self) -> Hub:
         reader, writer = await open_streams(self.address, self._authkey, self._timeout)

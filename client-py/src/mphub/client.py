@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 from . import _topics
 from ._address import AddressLike
 from ._connect import open_socket
-from ._core import NOW, SOON
+from ._core import NOW, SOON, Lock
 from ._hub import HubBase
 from .errors import MphubError, TimeoutError
 from .subscription import Callback, Link, Subscription
@@ -87,6 +87,9 @@ class Hub(HubBase[EventWaiter]):
 
     def _new_waiter(self) -> EventWaiter:
         return EventWaiter()
+
+    def _core_lock(self) -> Lock:
+        return threading.Lock()  # publishers, consumers, the reader and the timer all call
 
     # ------------------------------------------------------------------ publishing
 
