@@ -2,32 +2,15 @@
 
 import asyncio
 import time
-import urllib.request
 
 import pytest
 from conftest import KEY
 from mphub import aio, errors
+from test_worker_metrics import mbroker, scrape, value  # noqa: F401  (mbroker: the fixture)
 
 
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
-
-
-def scrape(broker):
-    with urllib.request.urlopen(broker.metrics_url, timeout=10) as r:
-        return r.read().decode()
-
-
-def value(text, sample):
-    for line in text.splitlines():
-        if line.startswith(sample + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
-@pytest.fixture
-def mbroker(start_broker):
-    return start_broker(metrics="127.0.0.1:0")
 
 
 def test_aio_families_batch_and_arrive_on_flush_and_close(mbroker):
