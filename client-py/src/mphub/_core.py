@@ -64,7 +64,7 @@ NOW = 2  # write now, from the caller
 
 _pack_len = struct.Struct("!i").pack
 _dumps = pickle.dumps
-_CLOSE = pickle.dumps("close", 2)  # the goodbye of the seed's convention (PROTOCOL §4)
+_CLOSE = pickle.dumps("close")  # the goodbye of the seed's convention (PROTOCOL §4)
 
 
 class Waiter(Protocol):
