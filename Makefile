@@ -37,6 +37,7 @@ py313:
 	tests/python/fetch-cpython313.sh >/dev/null
 
 test-e2e: build py313
+	cd client-py && $(PYTHON) -m pytest -q
 	cd tests && $(PYTHON) -m pytest -q
 
 # Regenerate the protocol test vectors with both CPythons.
