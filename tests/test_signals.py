@@ -1,5 +1,5 @@
-"""Signals: only SIGTERM and SIGINT stop the broker; SIGHUP asks for a reload, SIGUSR1 and SIGUSR2
-are logged and ignored."""
+"""Signals: only SIGTERM and SIGINT stop the broker; SIGHUP reloads the configuration, SIGUSR1
+and SIGUSR2 are logged and ignored."""
 
 import signal
 from multiprocessing.connection import Client
@@ -12,7 +12,7 @@ from scenarios import barrier, subscribe
 @pytest.mark.parametrize("sig, logged", [
     (signal.SIGUSR1, "signal ignored"),
     (signal.SIGUSR2, "signal ignored"),
-    (signal.SIGHUP, "reload requested"),
+    (signal.SIGHUP, "configuration reloaded"),
 ])
 def test_a_signal_other_than_term_or_int_leaves_the_broker_serving(broker, sig, logged):
     sub = Client(broker.address, authkey=KEY)
@@ -32,7 +32,7 @@ def test_a_signal_other_than_term_or_int_leaves_the_broker_serving(broker, sig, 
 def test_sigint_stops_the_broker_with_exit_zero_after_the_others(broker):
     for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
         broker.proc.send_signal(sig)
-    assert broker.wait_for_log("reload requested") and broker.wait_for_log("signal ignored", count=2)
+    assert broker.wait_for_log("configuration reloaded") and broker.wait_for_log("signal ignored", count=2)
     barrier(Client(broker.address, authkey=KEY))
     assert broker.stop(signal.SIGINT) == 0
     assert "SIGINT" in broker.log() and "mphub stopped" in broker.log()

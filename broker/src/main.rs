@@ -9,6 +9,7 @@ use mphub_broker::config::{LogFormat, Secret, Settings, Source};
 use mphub_broker::{Broker, Config};
 use tokio::signal::unix::{signal, Signal as UnixSignal, SignalKind};
 use tracing::{debug, info, warn};
+use tracing_subscriber::EnvFilter;
 
 /// mphub: a message broker for Python's multiprocessing.connection wire.
 #[derive(Debug, Parser)]
@@ -71,19 +72,20 @@ impl Signals {
     }
 }
 
-/// SIGHUP: the one place where the configuration file is to be re-read and applied to the
-/// running broker (users, keys, limits, log level; a config that fails to load must change
-/// nothing). Not implemented yet: the request is logged and the broker runs on unchanged
-/// (PROTOCOL §7 promises only that SIGHUP never stops it).
-fn reload(_broker: &Broker) {
+/// SIGHUP: re-reads the configuration from `source` and applies what can change live
+/// (PROTOCOL §7; docs/configuration.md says what does). A config that fails to load changes
+/// nothing: `Broker::reload` logs and counts it.
+async fn reload(broker: &Broker, source: &Source, log: &LogLevel) {
     info!(
         signal = "SIGHUP",
-        "reload requested; reloading is not supported yet, the configuration in use is unchanged"
+        "reload requested: reloading the configuration"
     );
+    let now = broker.reload(source.load()).await;
+    log.set(&now.settings.log_level);
 }
 
 /// Serves until SIGTERM or SIGINT, handling every other signal on the way.
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, source: Source, log: LogLevel) -> anyhow::Result<()> {
     let mut signals = Signals::install().context("cannot install signal handlers")?;
     let broker = mphub_broker::start(config).await?;
     loop {
@@ -92,7 +94,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 info!(signal = name, "shutting down");
                 break;
             }
-            Signal::Reload => reload(&broker),
+            Signal::Reload => reload(&broker, &source, &log).await,
             Signal::Ignore(name) => info!(
                 signal = name,
                 "signal ignored: only SIGTERM and SIGINT stop the broker"
@@ -142,25 +144,46 @@ fn raise_open_files(config: &Config) {
     }
 }
 
-fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
+/// The log filter, which a reload may change.
+struct LogLevel(tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>);
+
+impl LogLevel {
+    fn set(&self, level: &str) {
+        match filter(level) {
+            Ok(f) => {
+                if let Err(e) = self.0.reload(f) {
+                    warn!(error = %e, "cannot change the log level");
+                }
+            }
+            Err(e) => warn!("log_level not changed: {e:#}"),
+        }
+    }
+}
+
+fn filter(level: &str) -> anyhow::Result<EnvFilter> {
     // The NATS client's own info lines repeat what the cluster bridge logs; keep its warnings
     // (a directive naming async_nats decides for itself).
     let level = match level {
         "info" | "debug" | "trace" => format!("{level},async_nats=warn"),
         other => other.to_owned(),
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&level)
-        .with_context(|| format!("invalid log level {level:?}"))?;
+    EnvFilter::try_new(&level).with_context(|| format!("invalid log level {level:?}"))
+}
+
+fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<LogLevel> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter(level)?);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(fmt).init(),
+        LogFormat::Json => registry.with(fmt.json()).init(),
     }
-    Ok(())
+    Ok(LogLevel(handle))
 }
 
 fn main() {
@@ -183,12 +206,13 @@ fn real_main() -> anyhow::Result<()> {
     };
     let file = matches.get_one::<PathBuf>("config").cloned();
     let env_key = std::env::var_os("MPHUB_AUTHKEY").map(|k| Secret::new(k.into_encoded_bytes()));
-    let config = Source::new(file, matches, env_key).load()?;
-    init_logging(&config.settings.log_level, config.settings.log_format)?;
+    let source = Source::new(file, matches, env_key);
+    let config = source.load()?;
+    let log = init_logging(&config.settings.log_level, config.settings.log_format)?;
     raise_open_files(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, source, log))
 }

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Deserialize;
 
+use super::users::{Payloads, UserSettings};
 use super::values::{Count, ListenAddr, LogFormat, MetricsAddr, Seconds, Size, SlowConsumer, Urls};
 
 /// Every flag and file key. Secrets are never here, only the files that hold them.
@@ -31,6 +32,17 @@ pub struct Settings {
     /// File holding the authkey (one trailing newline is stripped). Else MPHUB_AUTHKEY.
     #[arg(long, value_name = "PATH")]
     pub authkey_file: Option<PathBuf>,
+    /// Payloads every user without a policy of its own may publish: any, or data (a pickle
+    /// that imports anything outside --allow-globals is refused). Default any.
+    #[arg(long, value_enum, required = false)]
+    pub payloads: Payloads,
+    /// Globals a `data` payload may import, as module.qualname (datetime.datetime),
+    /// comma-separated. Default none.
+    #[arg(long, value_name = "NAMES", value_delimiter = ',', required = false)]
+    pub allow_globals: Vec<String>,
+    /// Named users, each with its own key and permissions (file only: `[[users]]`).
+    #[arg(skip)]
+    pub users: Vec<UserSettings>,
     /// Largest frame accepted (bytes, or 64MiB style). Default 64MiB.
     #[arg(long, value_name = "BYTES", required = false)]
     pub max_frame: Size,
@@ -99,6 +111,9 @@ impl Default for Settings {
             listen: vec![ListenAddr::Tcp(([127, 0, 0, 1], 6000).into())],
             metrics: MetricsAddr::At(([127, 0, 0, 1], 6001).into()),
             authkey_file: None,
+            payloads: Payloads::Any,
+            allow_globals: Vec::new(),
+            users: Vec::new(),
             max_frame: Size(64 << 20),
             outbound_limit: Size(32 << 20),
             slow_consumer: SlowConsumer::Disconnect,
