@@ -22,9 +22,14 @@ use super::values::{Count, ListenAddr, LogFormat, MetricsAddr, Seconds, Size, Sl
 #[derive(Debug, Clone, PartialEq, Args, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// Address to accept clients on: host:port, [v6]:port, unix:/path or unix:@name. Repeat for
-    /// several. Default 127.0.0.1:6000.
-    #[arg(long, value_name = "ADDR", required = false)]
+    // Not a doc comment: rustdoc would read `[v6]` as a link.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        required = false,
+        help = "Address to accept clients on: host:port, [v6]:port, unix:/path or unix:@name. \
+                Repeat for several. Default 127.0.0.1:6000."
+    )]
     pub listen: Vec<ListenAddr>,
     /// HTTP address for /metrics and /healthz, or `off`. Default 127.0.0.1:6001.
     #[arg(long, value_name = "ADDR|off", required = false)]
