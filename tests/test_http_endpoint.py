@@ -27,7 +27,7 @@ def closed_by_peer(sock):
         return True
     except ConnectionResetError:
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
 
 
@@ -57,7 +57,7 @@ def test_a_flood_of_idle_http_connections_leaves_descriptors_for_clients_and_scr
         host, port = b.address
         p = subprocess.run(
             [sys.executable, str(ROOT / "tests/python/connect_burst.py"), host, str(port), KEY.decode(), "5", "20"],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True, text=True, timeout=60, check=False,
         )
         assert p.stdout.split()[:2] == ["5", "5"], p.stdout + p.stderr
         assert b.wait_for_log("metrics endpoint: connection limit reached"), b.log()

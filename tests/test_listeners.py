@@ -28,7 +28,7 @@ def mphub_env(key=KEY):
 def run_mphub(*args):
     """Runs mphub expecting it to exit on its own (a refused start)."""
     return subprocess.run([str(mphub_binary()), *args], capture_output=True, text=True,
-                          env=mphub_env(), timeout=30)
+                          env=mphub_env(), timeout=30, check=False)
 
 
 def somaxconn():
@@ -171,13 +171,14 @@ def _open_files(pid):
 
 def _start_with_soft_limit(soft, *args):
     """Starts mphub with the open-files soft limit lowered to `soft`; returns it once listening."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-
-    def lower():
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-    p = subprocess.Popen([str(mphub_binary()), "--listen", "127.0.0.1:0", "--metrics", "off", *args],
-                         stderr=subprocess.PIPE, text=True, env=mphub_env(), preexec_fn=lower)
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # The child inherits this process's limits (a preexec_fn is unsafe with threads running).
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, before[1]))
+    try:
+        p = subprocess.Popen([str(mphub_binary()), "--listen", "127.0.0.1:0", "--metrics", "off", *args],
+                             stderr=subprocess.PIPE, text=True, env=mphub_env())
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, before)
     lines = []
     for line in p.stderr:
         lines.append(line)
