@@ -205,6 +205,8 @@ def metrics_batches():
         ("declare", "m", "gauge", "m", ("mode",), both), ("set", "m", both, 7)], {}
     # What client-py sends: a child's labels dict under every observation of the batch.
     yield "client-py-100", client_py_batch(100), {}
+    # What client-py/bench/worker_metrics.py's stock senders send: a dict of its own per op.
+    yield "stock-100", [("inc", "bench_raw_total", {"shard": str(i & 7)}, 1) for i in range(100)], {}
     yield "numbers", [
         ("declare", "n", "gauge", "n", (), None),
         ("declare", "n2", "gauge", "n", ()),

@@ -68,16 +68,20 @@ pub(super) fn float_text(line: &[u8]) -> Option<f64> {
 impl<'a> Walk<'a> {
     /// Working state for a body of `len` bytes, holding at most `limit` entries.
     pub(super) fn new(limit: usize, len: usize) -> Walk<'a> {
+        // Sized for what a CPython batch of `len` bytes needs (about one item per 4 bytes, one
+        // memo entry per 8, one container per 16), so a typical frame never reallocates; never
+        // more than a few pages up front, whatever the body claims.
+        let guess = |per: usize| (len / per).clamp(16, 4096);
         Walk {
-            stack: Vec::new(),
-            marks: Vec::new(),
-            memo: Vec::new(),
+            stack: Vec::with_capacity(32),
+            marks: Vec::with_capacity(8),
+            memo: Vec::with_capacity(guess(8)),
             memo_count: 0,
             out: Plain {
                 top: Value::None,
-                containers: Vec::new(),
-                runs: Vec::new(),
-                items: Vec::new(),
+                containers: Vec::with_capacity(guess(16)),
+                runs: Vec::with_capacity(guess(16)),
+                items: Vec::with_capacity(guess(4)),
                 owned: Vec::new(),
             },
             // A pickle CPython writes needs at most 3 entries per byte (TUPLE1: a run, a
