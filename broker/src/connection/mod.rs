@@ -49,7 +49,7 @@ pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64
             return;
         };
         tracing::Span::current().record("user", tracing::field::display(&user.name));
-        let Some(_admission) = ctx.connections.admit(&user) else {
+        let Some(admission) = ctx.connections.admit(&user) else {
             metrics
                 .permission_denied
                 .with_label_values(&[&user.name, "connect"])
@@ -88,6 +88,9 @@ pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64
         finish.cancel();
         let (ended, sent) = writer.await.unwrap_or((Ended::Killed, 0));
         metrics.connections.dec();
+        // The user's place is free before the close is logged: whoever reads the log line can
+        // connect again as that user.
+        drop(admission);
         let ended = match ended {
             Ended::Flushed => "flushed".to_string(),
             Ended::Killed => "dropped its queue".to_string(),
