@@ -6,7 +6,10 @@ fault it is about on purpose, deterministically: a node or nats-server is frozen
 so much work in front of the step under test that it cannot be quick about it.
 """
 
+import re
 import signal
+import threading
+import time
 
 import pytest
 
@@ -20,6 +23,7 @@ from cluster_helpers import (
     small_receive_buffer,
     wait_until,
 )
+from conftest import ROOT
 from natsserver import free_port
 from scenarios import barrier, subscribe
 from test_cluster import CONNECTED, END, connect, listener
@@ -212,6 +216,46 @@ def test_a_backlog_released_after_nats_froze_does_not_cut_off_a_subscriber(nats,
     assert scrape(a)['mphub_cluster_not_forwarded_total{reason="backlog"}'] == n - len(got)
     # What waited for NATS was bounded (the default cluster_outbound_limit, 16 MiB).
     assert held["mphub_cluster_outbound_queued_bytes"] <= 16 << 20
+
+
+def shipped_nats_setting(key):
+    """A setting of the NATS configuration deploy/ ships for a cluster."""
+    text = (ROOT / "deploy/kubernetes/cluster/nats.conf").read_text()
+    m = re.search(rf"^{key}:\s*(\S+)", text, re.M)
+    assert m, f"deploy/kubernetes/cluster/nats.conf sets no {key}"
+    return m.group(1)
+
+
+def test_with_the_shipped_nats_settings_a_frozen_node_does_not_cost_a_healthy_one_anything(node):
+    """NATS slows a publisher sending to a node that stopped reading (once half of its
+    max_pending is queued for it) until write_deadline cuts that node off; the publishing
+    node's backlog must outlast that."""
+    from natsserver import NatsServer
+
+    server = NatsServer("shipped", conf=f"write_deadline: {shipped_nats_setting('write_deadline')}\n")
+    try:
+        a, b, c = node(server.url), node(server.url), node(server.url)
+        listener(b, "t")
+        healthy = listener(c, "t")
+        settle([a, b, c])
+        got = []
+        reader = threading.Thread(target=lambda: got.extend(m[1][0] for m in recv_until(healthy, END)))
+        reader.start()
+        pub = connect(a)
+        payload = b"x" * (64 << 10)
+        n = 2300  # 144 MiB at about 12 MiB/s: the load is paced, nothing waits on a sleep
+        with frozen(b.proc):
+            for k in range(n):
+                pub.send(("t", (k, payload)))
+                if k % 4 == 3:
+                    time.sleep(0.02)
+            barrier(pub)
+        pub.send(END)
+        reader.join(120)
+        assert scrape(a)['mphub_cluster_not_forwarded_total{reason="backlog"}'] == 0
+        assert got == list(range(n)), f"the healthy node lost {n - len(got)} of {n}"
+    finally:
+        server.stop()
 
 
 # ---- 6. A short NATS outage: what is published meanwhile is held and sent when NATS is back.
