@@ -6,10 +6,13 @@
 //! within the frame limit can be delivered). Past the limit the slow-consumer policy applies.
 //! A publisher never waits on a subscriber.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
+use mphub_protocol::topic::matches;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -40,10 +43,15 @@ pub struct Outbox {
     pub id: u64,
     tx: mpsc::UnboundedSender<Queued>,
     queued: AtomicU64,
-    limit: u64,
-    policy: SlowConsumer,
+    /// The outbound limit in bytes (a reload may change it).
+    limit: AtomicU64,
+    /// The slow-consumer policy: true for `drop` (a reload may change it).
+    drops: AtomicBool,
     /// Cancelled when the connection must close (slow consumer, shutdown deadline).
     pub kill: CancellationToken,
+    /// Topics this connection's user may never receive (`deny_subscribe`); empty for almost
+    /// every connection, and swapped whole when a reload changes the user's permissions.
+    deny: ArcSwapOption<Vec<String>>,
 }
 
 impl Outbox {
@@ -60,12 +68,34 @@ impl Outbox {
                 id,
                 tx,
                 queued: AtomicU64::new(0),
-                limit,
-                policy,
+                limit: AtomicU64::new(limit),
+                drops: AtomicBool::new(policy == SlowConsumer::Drop),
                 kill,
+                deny: ArcSwapOption::empty(),
             },
             rx,
         )
+    }
+
+    /// Applies a reloaded outbound limit and slow-consumer policy.
+    pub fn set_limits(&self, limit: u64, policy: SlowConsumer) {
+        self.limit.store(limit, Ordering::Relaxed);
+        self.drops
+            .store(policy == SlowConsumer::Drop, Ordering::Relaxed);
+    }
+
+    /// Sets the patterns whose topics are never delivered here (none: `Vec::new()`).
+    pub fn set_deny(&self, patterns: &[String]) {
+        self.deny
+            .store((!patterns.is_empty()).then(|| Arc::new(patterns.to_vec())));
+    }
+
+    /// Whether a message on `topic` must not be delivered here (its user's `deny_subscribe`).
+    pub fn refuses(&self, topic: &str) -> bool {
+        self.deny
+            .load()
+            .as_ref()
+            .is_some_and(|deny| deny.iter().any(|p| matches(p, topic)))
     }
 
     /// Offers one frame (a shared reference to it: no copy), routed at `at`.
@@ -75,17 +105,18 @@ impl Outbox {
         }
         let len = frame.len() as u64;
         let before = self.queued.fetch_add(len, Ordering::AcqRel);
-        if before != 0 && before + len > self.limit {
+        let limit = self.limit.load(Ordering::Relaxed);
+        if before != 0 && before + len > limit {
             self.queued.fetch_sub(len, Ordering::AcqRel);
-            return match self.policy {
-                SlowConsumer::Drop => Delivery::Dropped,
-                SlowConsumer::Disconnect => {
+            return match self.drops.load(Ordering::Relaxed) {
+                true => Delivery::Dropped,
+                false => {
                     if self.kill.is_cancelled() {
                         Delivery::Closed
                     } else {
                         warn!(
                             subscriber = self.id,
-                            limit = self.limit,
+                            limit,
                             "slow consumer: outbound queue over its limit; closing that connection"
                         );
                         self.kill.cancel();

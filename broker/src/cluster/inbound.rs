@@ -392,7 +392,7 @@ impl Receiver<'_> {
             };
             let wire = frame::encode(&m.payload);
             let matches = router.lookup(topic);
-            let routed = router.route(&matches, audience, &wire, at, &mut self.tally);
+            let routed = router.route(&matches, audience, topic, &wire, at, &mut self.tally);
             if let (true, Audience::Group(group)) = (routed.no_member, audience) {
                 self.hand_back(&m, group);
             }

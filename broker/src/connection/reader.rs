@@ -3,15 +3,18 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
 use mphub_protocol::{frame, FrameError};
 use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
 use tracing::info;
 
 use super::Context;
-use crate::command::{Flow, Session};
+use crate::command::{Flow, Revoked, Session};
+use crate::config::Config;
 use crate::net::ReadHalf;
-use crate::outbox::Outbox;
 
 /// Frames smaller than this are copied out of the read buffer once (not per subscriber), so a
 /// slow subscriber holding a small frame never pins a whole read buffer.
@@ -29,6 +32,7 @@ const SILENT_HINT: Duration = Duration::from_secs(3);
 /// Why a connection ended.
 #[derive(Debug)]
 pub(super) enum Close {
+    Revoked(Revoked),
     Eof,
     Truncated,
     Goodbye,
@@ -41,6 +45,7 @@ pub(super) enum Close {
 impl std::fmt::Display for Close {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Close::Revoked(r) => write!(f, "{r}"),
             Close::Eof => write!(f, "client closed"),
             Close::Truncated => write!(f, "client closed inside a frame"),
             Close::Goodbye => write!(f, "client sent \"close\""),
@@ -55,18 +60,27 @@ impl std::fmt::Display for Close {
     }
 }
 
-/// Reads and handles frames until the connection ends; says why.
+/// Reads and handles frames until the connection ends; says why. A new configuration
+/// (`config`) applies to the next frame.
 pub(super) async fn read_loop(
     session: &mut Session<'_>,
     ctx: &Context,
-    outbox: &Outbox,
+    config: &mut watch::Receiver<Arc<Config>>,
     r: &mut ReadHalf,
     buf: &mut BytesMut,
 ) -> Close {
-    let max = ctx.config.settings.max_frame.bytes();
+    let outbox = session.outbox().clone();
     let mut room = READ_MIN;
-    let mut heard = !buf.is_empty() || ctx.config.authkey.is_some();
+    let mut heard = !buf.is_empty() || session.config().users.ring().is_some();
+    let mut watching = true;
     loop {
+        // A reload applies to the next frame: check before handling what was just read.
+        if watching && config.has_changed().unwrap_or(false) {
+            if let Err(revoked) = follow(session, ctx, config) {
+                return Close::Revoked(revoked);
+            }
+        }
+        let max = session.config().settings.max_frame.bytes();
         // Check, then parse: handle every whole frame already buffered.
         loop {
             match frame::decode_copying(buf, max, COPY_BELOW) {
@@ -96,11 +110,21 @@ pub(super) async fn read_loop(
         session.fold();
         let spare = buf.capacity() - buf.len();
         // Cancel safety: `read_buf` is cancel safe (no bytes are lost when another branch
-        // wins), and so are `cancelled` and `sleep`.
+        // wins), and so are `cancelled`, `changed` (a change not seen stays marked) and `sleep`.
         let read = tokio::select! {
             biased;
             _ = outbox.kill.cancelled() => return Close::Killed,
             _ = ctx.shutdown.begun() => return Close::Shutdown,
+            changed = config.changed(), if watching => {
+                // Err: the broker dropped the configuration's sender (it is stopping).
+                watching = changed.is_ok();
+                if watching {
+                    if let Err(revoked) = follow(session, ctx, config) {
+                        return Close::Revoked(revoked);
+                    }
+                }
+                continue;
+            }
             r = r.read_buf(buf) => r,
             _ = tokio::time::sleep(SILENT_HINT), if !heard => {
                 info!(
@@ -129,4 +153,19 @@ pub(super) async fn read_loop(
             Err(e) => return Close::ReadError(e),
         }
     }
+}
+
+/// Applies the newest configuration to this connection and says so.
+fn follow(
+    session: &mut Session<'_>,
+    ctx: &Context,
+    config: &mut watch::Receiver<Arc<Config>>,
+) -> Result<(), Revoked> {
+    let new = config.borrow_and_update().clone();
+    if let Err(revoked) = session.reconfigure(new.clone()) {
+        session.fold();
+        return Err(revoked);
+    }
+    ctx.connections.applied(session.outbox().id, &new);
+    Ok(())
 }
