@@ -137,7 +137,9 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
             let local = cluster::Local {
                 router: router.clone(),
                 max_frame: s.max_frame.bytes(),
+                outbound_limit: s.outbound_limit.bytes(),
                 shutdown: shutdown.clone(),
+                shutdown_timeout: s.shutdown_timeout.duration(),
             };
             Some(Cluster::start(c.clone(), local, &metrics.registry, &background).await?)
         }
