@@ -7,7 +7,8 @@
 //!   as a sans-I/O state machine, with one key or a [`handshake::KeyRing`] of many (named
 //!   users); [`io`] (feature `tokio`) drives it over a stream.
 //! - [`envelope`]: classifies a pickle as a publish, a control request, `"close"` or invalid,
-//!   by walking its opcodes without decoding the payload.
+//!   by walking its opcodes without decoding the payload; with a payload [`Policy`]
+//!   (`payloads = "data"`) it also refuses a publish that imports a global outside the list.
 //! - [`topic`]: topic, pattern and queue-group rules and wildcard matching.
 //! - [`reply`]: the broker's `$ok`, `$pong` and `$error` replies.
 //! - [`error`]: one error enum per layer.
@@ -23,6 +24,6 @@ pub mod io;
 pub mod reply;
 pub mod topic;
 
-pub use envelope::{classify, Envelope, Interest, Scanner, Token};
+pub use envelope::{classify, Envelope, Interest, Policy, Refusal, Refused, Scanner, Token};
 pub use error::{DuplicateKey, FrameError, HandshakeError};
 pub use frame::Frame;

@@ -7,6 +7,7 @@
 //! ints, `None`, bools, and 2-tuples of those; everything else is an opaque [`Kind`].
 
 use super::opcodes::*;
+use super::policy::{Judge, Policy, Refusal};
 use super::text;
 
 /// What an opaque value is, for error messages.
@@ -24,6 +25,8 @@ pub enum Kind {
     FrozenSet,
     Tuple(u32),
     Object,
+    /// What GLOBAL, STACK_GLOBAL or EXT pushed: a class or function the pickle imports.
+    Global,
     Buffer,
 }
 
@@ -43,6 +46,7 @@ impl Kind {
             Kind::FrozenSet => "frozenset".into(),
             Kind::Tuple(n) => format!("{n}-tuple"),
             Kind::Object => "object".into(),
+            Kind::Global => "imported class or function".into(),
             Kind::Buffer => "out-of-band buffer".into(),
         }
     }
@@ -98,12 +102,14 @@ pub enum Val {
 pub type ScanError = String;
 
 /// The outcome of a scan.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Scanned {
     /// The top-level value.
     pub value: Val,
     /// The pickle imports or calls something (GLOBAL, REDUCE, BUILD, …): never decode it.
     pub has_code: bool,
+    /// With a policy: the first import it refuses (see `policy`).
+    pub refused: Option<Refusal>,
 }
 
 /// Reusable working memory for scanning; keep one per connection to scan without allocating.
@@ -337,8 +343,20 @@ impl Scanner {
 
     /// Walks `body` to its STOP opcode and returns the top-level value.
     pub fn scan(&mut self, body: &[u8]) -> Result<Scanned, ScanError> {
+        self.walk(body, None)
+    }
+
+    /// [`Scanner::scan`], judging every import under `policy` when there is one.
+    pub(crate) fn walk(
+        &mut self,
+        body: &[u8],
+        policy: Option<&Policy>,
+    ) -> Result<Scanned, ScanError> {
         self.reset();
         let mut has_code = false;
+        let mut judge = policy.map(Judge::new);
+        // The Unpickler's `proto`: 0 until a PROTO opcode; `find_class` maps names below 3.
+        let mut proto = 0;
         let mut c = Cursor { body, pos: 0 };
         loop {
             let Some(&op) = body.get(c.pos) else {
@@ -351,6 +369,7 @@ impl Scanner {
                     if p > HIGHEST_PROTOCOL {
                         return Err(format!("unsupported pickle protocol {p}"));
                     }
+                    proto = p;
                 }
                 FRAME => {
                     let len = c.u64()?;
@@ -360,7 +379,12 @@ impl Scanner {
                 }
                 STOP => {
                     let value = self.pop()?;
-                    return Ok(Scanned { value, has_code });
+                    let refused = judge.and_then(Judge::into_refusal);
+                    return Ok(Scanned {
+                        value,
+                        has_code,
+                        refused,
+                    });
                 }
                 MARK => {
                     if self.marks.len() >= self.limit {
@@ -550,24 +574,33 @@ impl Scanner {
                 }
                 GLOBAL => {
                     has_code = true;
-                    c.line()?;
-                    c.line()?;
-                    self.push(Val::Other(Kind::Object))?;
+                    let module = c.line()?;
+                    let name = c.line()?;
+                    if let Some(j) = &mut judge {
+                        j.lines(body, module, name, proto);
+                    }
+                    self.push(Val::Other(Kind::Global))?;
                 }
                 STACK_GLOBAL => {
                     has_code = true;
-                    self.pop()?;
-                    self.pop()?;
-                    self.push(Val::Other(Kind::Object))?;
+                    let name = self.pop()?;
+                    let module = self.pop()?;
+                    if let Some(j) = &mut judge {
+                        j.stack_global(body, module, name, proto);
+                    }
+                    self.push(Val::Other(Kind::Global))?;
                 }
                 EXT1 | EXT2 | EXT4 => {
                     has_code = true;
-                    match op {
-                        EXT1 => c.take(1)?,
-                        EXT2 => c.take(2)?,
-                        _ => c.take(4)?,
+                    let code: i64 = match op {
+                        EXT1 => c.u8()?.into(),
+                        EXT2 => c.u16()?.into(),
+                        _ => i32::from_le_bytes(c.bytes()?).into(),
                     };
-                    self.push(Val::Other(Kind::Object))?;
+                    if let Some(j) = &mut judge {
+                        j.refuse(Refusal::Extension(code));
+                    }
+                    self.push(Val::Other(Kind::Global))?;
                 }
                 REDUCE | NEWOBJ => {
                     has_code = true;
@@ -584,8 +617,11 @@ impl Scanner {
                 }
                 INST => {
                     has_code = true;
-                    c.line()?;
-                    c.line()?;
+                    let module = c.line()?;
+                    let name = c.line()?;
+                    if let Some(j) = &mut judge {
+                        j.lines(body, module, name, proto);
+                    }
                     let (mark, _) = self.pop_mark()?;
                     self.stack.truncate(mark);
                     self.push(Val::Other(Kind::Object))?;
@@ -596,17 +632,24 @@ impl Scanner {
                     if n == 0 {
                         return Err("pickle OBJ without a class".into());
                     }
+                    if let Some(j) = &mut judge {
+                        if self.stack[mark] != Val::Other(Kind::Global) {
+                            j.refuse(Refusal::ObjClass);
+                        }
+                    }
                     self.stack.truncate(mark);
                     self.push(Val::Other(Kind::Object))?;
                 }
-                PERSID => {
+                PERSID | BINPERSID => {
                     has_code = true;
-                    c.line()?;
-                    self.push(Val::Other(Kind::Object))?;
-                }
-                BINPERSID => {
-                    has_code = true;
-                    self.pop()?;
+                    if op == PERSID {
+                        c.line()?;
+                    } else {
+                        self.pop()?;
+                    }
+                    if let Some(j) = &mut judge {
+                        j.refuse(Refusal::PersistentId);
+                    }
                     self.push(Val::Other(Kind::Object))?;
                 }
                 PUT => {
