@@ -28,7 +28,7 @@ use std::collections::{HashMap, HashSet};
 use thiserror::Error;
 
 use super::compat_names;
-use super::scan::{Enc, Span, Val};
+use super::scan::{Enc, Kind, Span, Val};
 
 /// Why a publish was refused by a [`Policy`]. `Display` is the reason the broker sends back:
 /// `payload refused: it imports 'os.system'`.
@@ -133,7 +133,40 @@ impl Policy {
     }
 }
 
-/// One scan's verdict in progress: the policy, and the first refusal met so far.
+/// What the scanner tells about each import as it walks (see `Scanner::walk`).
+pub(crate) trait Imports {
+    /// GLOBAL or INST: the module and name lines.
+    fn lines(&mut self, body: &[u8], module: Span, name: Span, proto: u8);
+    /// STACK_GLOBAL consuming `module` then `name` (the deeper item first).
+    fn stack_global(&mut self, body: &[u8], module: Val, name: Val, proto: u8);
+    /// OBJ instantiating `class`.
+    fn obj(&mut self, class: Val);
+    /// An opcode refused whatever the list holds (EXT, PERSID).
+    fn refuse(&mut self, refusal: impl FnOnce() -> Refusal);
+    /// The first refusal, if any.
+    fn into_refusal(self) -> Option<Refusal>;
+}
+
+/// No policy: every method does nothing, and compiles to nothing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Unjudged;
+
+impl Imports for Unjudged {
+    #[inline(always)]
+    fn lines(&mut self, _: &[u8], _: Span, _: Span, _: u8) {}
+    #[inline(always)]
+    fn stack_global(&mut self, _: &[u8], _: Val, _: Val, _: u8) {}
+    #[inline(always)]
+    fn obj(&mut self, _: Val) {}
+    #[inline(always)]
+    fn refuse(&mut self, _: impl FnOnce() -> Refusal) {}
+    #[inline(always)]
+    fn into_refusal(self) -> Option<Refusal> {
+        None
+    }
+}
+
+/// One scan's verdict in progress under a policy: the first refusal met so far.
 #[derive(Debug)]
 pub(crate) struct Judge<'p> {
     policy: &'p Policy,
@@ -148,47 +181,51 @@ impl<'p> Judge<'p> {
         }
     }
 
-    /// The first refusal, if any.
-    pub(crate) fn into_refusal(self) -> Option<Refusal> {
-        self.refused
+    fn judge(&mut self, module: &str, name: &str, proto: u8) {
+        if let Err(r) = self.policy.judge(module, name, proto) {
+            self.refused = Some(r);
+        }
     }
+}
 
-    /// Records `refusal` unless an earlier one names the pickle's verdict already.
-    pub(crate) fn refuse(&mut self, refusal: Refusal) {
+impl Imports for Judge<'_> {
+    /// Lines are UTF-8, as CPython decodes GLOBAL's (INST's are ASCII: a non-ASCII name cannot
+    /// load, and no entry would match its replacement characters either).
+    fn lines(&mut self, body: &[u8], module: Span, name: Span, proto: u8) {
         if self.refused.is_none() {
-            self.refused = Some(refusal);
+            let text = |s: Span| String::from_utf8_lossy(s.of(body));
+            self.judge(&text(module), &text(name), proto);
         }
     }
 
-    /// GLOBAL or INST: the module and name lines (UTF-8, as CPython decodes GLOBAL).
-    pub(crate) fn lines(&mut self, body: &[u8], module: Span, name: Span, proto: u8) {
-        if self.refused.is_some() {
-            return;
-        }
-        let text = |s: Span| String::from_utf8_lossy(s.of(body));
-        let (module, name) = (text(module), text(name));
-        if let Err(r) = self.policy.judge(&module, &name, proto) {
-            self.refuse(r);
-        }
-    }
-
-    /// STACK_GLOBAL consuming `module` then `name` (the deeper item first).
-    pub(crate) fn stack_global(&mut self, body: &[u8], module: Val, name: Val, proto: u8) {
+    fn stack_global(&mut self, body: &[u8], module: Val, name: Val, proto: u8) {
         if self.refused.is_some() {
             return;
         }
         let (Val::Str(m, me), Val::Str(n, ne)) = (module, name) else {
-            return self.refuse(Refusal::ComputedGlobal);
+            return self.refuse(|| Refusal::ComputedGlobal);
         };
         match (literal(body, m, me), literal(body, n, ne)) {
-            (Some(module), Some(name)) => {
-                if let Err(r) = self.policy.judge(&module, &name, proto) {
-                    self.refuse(r);
-                }
-            }
+            (Some(module), Some(name)) => self.judge(&module, &name, proto),
             // Not text CPython would decode: it fails to load; refuse rather than guess.
-            _ => self.refuse(Refusal::ComputedGlobal),
+            _ => self.refuse(|| Refusal::ComputedGlobal),
         }
+    }
+
+    fn obj(&mut self, class: Val) {
+        if class != Val::Other(Kind::Global) {
+            self.refuse(|| Refusal::ObjClass);
+        }
+    }
+
+    fn refuse(&mut self, refusal: impl FnOnce() -> Refusal) {
+        if self.refused.is_none() {
+            self.refused = Some(refusal());
+        }
+    }
+
+    fn into_refusal(self) -> Option<Refusal> {
+        self.refused
     }
 }
 

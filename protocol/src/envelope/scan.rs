@@ -7,7 +7,7 @@
 //! ints, `None`, bools, and 2-tuples of those; everything else is an opaque [`Kind`].
 
 use super::opcodes::*;
-use super::policy::{Judge, Policy, Refusal};
+use super::policy::{Imports, Refusal, Unjudged};
 use super::text;
 
 /// What an opaque value is, for error messages.
@@ -343,18 +343,18 @@ impl Scanner {
 
     /// Walks `body` to its STOP opcode and returns the top-level value.
     pub fn scan(&mut self, body: &[u8]) -> Result<Scanned, ScanError> {
-        self.walk(body, None)
+        self.walk(body, Unjudged)
     }
 
-    /// [`Scanner::scan`], judging every import under `policy` when there is one.
-    pub(crate) fn walk(
+    /// [`Scanner::scan`], telling `judge` about every import. Generic so that the unjudged
+    /// walk compiles to no policy work at all.
+    pub(crate) fn walk<J: Imports>(
         &mut self,
         body: &[u8],
-        policy: Option<&Policy>,
+        mut judge: J,
     ) -> Result<Scanned, ScanError> {
         self.reset();
         let mut has_code = false;
-        let mut judge = policy.map(Judge::new);
         // The Unpickler's `proto`: 0 until a PROTO opcode; `find_class` maps names below 3.
         let mut proto = 0;
         let mut c = Cursor { body, pos: 0 };
@@ -379,7 +379,7 @@ impl Scanner {
                 }
                 STOP => {
                     let value = self.pop()?;
-                    let refused = judge.and_then(Judge::into_refusal);
+                    let refused = judge.into_refusal();
                     return Ok(Scanned {
                         value,
                         has_code,
@@ -576,18 +576,14 @@ impl Scanner {
                     has_code = true;
                     let module = c.line()?;
                     let name = c.line()?;
-                    if let Some(j) = &mut judge {
-                        j.lines(body, module, name, proto);
-                    }
+                    judge.lines(body, module, name, proto);
                     self.push(Val::Other(Kind::Global))?;
                 }
                 STACK_GLOBAL => {
                     has_code = true;
                     let name = self.pop()?;
                     let module = self.pop()?;
-                    if let Some(j) = &mut judge {
-                        j.stack_global(body, module, name, proto);
-                    }
+                    judge.stack_global(body, module, name, proto);
                     self.push(Val::Other(Kind::Global))?;
                 }
                 EXT1 | EXT2 | EXT4 => {
@@ -597,9 +593,7 @@ impl Scanner {
                         EXT2 => c.u16()?.into(),
                         _ => i32::from_le_bytes(c.bytes()?).into(),
                     };
-                    if let Some(j) = &mut judge {
-                        j.refuse(Refusal::Extension(code));
-                    }
+                    judge.refuse(|| Refusal::Extension(code));
                     self.push(Val::Other(Kind::Global))?;
                 }
                 REDUCE | NEWOBJ => {
@@ -619,9 +613,7 @@ impl Scanner {
                     has_code = true;
                     let module = c.line()?;
                     let name = c.line()?;
-                    if let Some(j) = &mut judge {
-                        j.lines(body, module, name, proto);
-                    }
+                    judge.lines(body, module, name, proto);
                     let (mark, _) = self.pop_mark()?;
                     self.stack.truncate(mark);
                     self.push(Val::Other(Kind::Object))?;
@@ -632,11 +624,7 @@ impl Scanner {
                     if n == 0 {
                         return Err("pickle OBJ without a class".into());
                     }
-                    if let Some(j) = &mut judge {
-                        if self.stack[mark] != Val::Other(Kind::Global) {
-                            j.refuse(Refusal::ObjClass);
-                        }
-                    }
+                    judge.obj(self.stack[mark]);
                     self.stack.truncate(mark);
                     self.push(Val::Other(Kind::Object))?;
                 }
@@ -647,9 +635,7 @@ impl Scanner {
                     } else {
                         self.pop()?;
                     }
-                    if let Some(j) = &mut judge {
-                        j.refuse(Refusal::PersistentId);
-                    }
+                    judge.refuse(|| Refusal::PersistentId);
                     self.push(Val::Other(Kind::Object))?;
                 }
                 PUT => {
