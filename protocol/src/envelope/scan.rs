@@ -277,6 +277,10 @@ impl Scanner {
 
     /// Replaces the object a mutating opcode works on (list, dict, set, object).
     fn mutate(&self, at: usize, kind: Kind, op: &str) -> Result<(), ScanError> {
+        // Below the innermost mark is out of reach, as in CPython (`x <= fence` in _pickle.c).
+        if at < self.fence() {
+            return Err("pickle stack underflow".into());
+        }
         match self.stack.get(at) {
             Some(Val::Other(_)) => Ok(()),
             Some(_) => Err(format!(

@@ -155,6 +155,10 @@ def dumps_all():
         "out-of-band": oob,
         "bytes-past-end": b"\x80\x04B\xff\xff\xff\x00abc.",
         "append-to-str": b"\x80\x04\x8c\x01aN\x61.",
+        # APPEND, SETITEM and BUILD cannot reach below a MARK (else these are ("t", x)).
+        "append-below-mark": b"\x80\x02X\x01\x00\x00\x00t](K\x01a1\x86.",
+        "setitem-below-mark": b"\x80\x02X\x01\x00\x00\x00t}(K\x01K\x02s1\x86.",
+        "build-below-mark": b"\x80\x02X\x01\x00\x00\x00tcdatetime\ndate\n(Nb1\x86.",
     }
     for name, data in broken.items():
         out.append({"name": name, "hex": data.hex(), "expect": {"kind": "invalid"}})
