@@ -241,7 +241,7 @@ impl<'a> Walk<'a> {
                 Some(V::Other)
             }
             b'p' => {
-                let i = Self::text(self.line()?).parse().ok()?;
+                let i = self.memo_index()?;
                 self.put(i)?;
                 None
             }
@@ -262,7 +262,7 @@ impl<'a> Walk<'a> {
             }
             b'g' | b'h' | b'j' => {
                 let i: u64 = match op {
-                    b'g' => Self::text(self.line()?).parse().ok()?,
+                    b'g' => self.memo_index()?,
                     b'h' => self.int::<1>()?[0].into(),
                     _ => u32::from_le_bytes(self.int()?).into(),
                 };
@@ -274,6 +274,12 @@ impl<'a> Walk<'a> {
             self.stack.push(v);
         }
         Some(false)
+    }
+
+    /// PUT's and GET's decimal line: Python's `int()` of it, which may be signed (`-0` is 0).
+    fn memo_index(&mut self) -> Option<u64> {
+        let n: i64 = Self::text(self.line()?).parse().ok()?;
+        u64::try_from(n).ok()
     }
 
     fn utf8(&mut self, n: usize) -> Option<V> {

@@ -46,7 +46,7 @@ impl Kind {
             Kind::FrozenSet => "frozenset".into(),
             Kind::Tuple(n) => format!("{n}-tuple"),
             Kind::Object => "object".into(),
-            Kind::Global => "imported class or function".into(),
+            Kind::Global => "global (an imported class or function)".into(),
             Kind::Buffer => "out-of-band buffer".into(),
         }
     }
