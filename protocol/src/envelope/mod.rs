@@ -118,7 +118,7 @@ pub struct Refused<'a> {
 impl Scanner {
     /// Classifies one frame body. Allocation-free for ordinary publishes once warm.
     pub fn classify<'a>(&mut self, body: &'a [u8]) -> Envelope<'a> {
-        self.classify_judged(body, Unjudged).0
+        self.classify_judged(body, Unjudged)
     }
 
     /// Classifies one frame body like [`Scanner::classify`] and, when it is a publish, judges
@@ -132,24 +132,22 @@ impl Scanner {
         body: &'a [u8],
         policy: &Policy,
     ) -> Result<Envelope<'a>, Refused<'a>> {
-        match self.classify_judged(body, Judge::new(policy)) {
+        self.refused = None;
+        let envelope = self.classify_judged(body, Judge::new(policy));
+        match (envelope, self.refused.take()) {
             (Envelope::Publish { topic }, Some(reason)) => Err(Refused { topic, reason }),
             (envelope, _) => Ok(envelope),
         }
     }
 
-    fn classify_judged<'a, J: Imports>(
-        &mut self,
-        body: &'a [u8],
-        judge: J,
-    ) -> (Envelope<'a>, Option<Refusal>) {
+    fn classify_judged<'a, J: Imports>(&mut self, body: &'a [u8], judge: J) -> Envelope<'a> {
         let scanned = match self.walk(body, judge) {
             Ok(s) => s,
-            Err(reason) => return (Envelope::Invalid(reason), None),
+            Err(reason) => return Envelope::Invalid(reason),
         };
         match self.envelope(body, scanned.value, scanned.has_code) {
-            Ok(e) => (e, scanned.refused),
-            Err(reason) => (Envelope::Invalid(reason), None),
+            Ok(e) => e,
+            Err(reason) => Envelope::Invalid(reason),
         }
     }
 
@@ -162,8 +160,8 @@ impl Scanner {
         }
     }
 
-    // Inlined into both classify paths: out of line it costs a publish ~5% more instructions
-    // (a Result returned through memory); see benches/envelope.rs.
+    // Inlined into both classify paths: out of line it cost a publish ~5% more instructions
+    // (a Result returned through memory; callgrind on benches/envelope.rs).
     #[inline(always)]
     fn envelope<'a>(
         &self,
