@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::{Message, Subscriber};
 use futures_util::{FutureExt, Stream, StreamExt};
-use mphub_protocol::{frame, Envelope};
+use mphub_protocol::{frame, Envelope, Scanner};
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -44,6 +44,7 @@ use super::metrics::{ClusterMetrics, InboundDropped};
 use super::outbound::Outbound;
 use super::subject::{self, origin, served, Naming};
 use super::Local;
+use crate::config::Config;
 use crate::route::{Audience, Tally};
 
 /// Messages a retired subscription may still take beyond what the bridge took from it: as many
@@ -81,6 +82,7 @@ pub async fn run(
         metrics: &metrics,
         out: &out,
         tally: Tally::default(),
+        scanner: Scanner::default(),
     };
     let mut tidy = tokio::time::interval(TIDY);
     tidy.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -359,6 +361,8 @@ struct Receiver<'a> {
     metrics: &'a ClusterMetrics,
     out: &'a Outbound,
     tally: Tally,
+    /// Reused for every message's envelope.
+    scanner: Scanner,
 }
 
 impl Receiver<'_> {
@@ -370,13 +374,17 @@ impl Receiver<'_> {
         restore_order(batch);
         let at = Instant::now();
         let (mut n, mut bytes) = (0u64, 0u64);
+        let config = self.local.config.borrow().clone();
         let router = &self.local.router;
         for (_, key, m) in batch.drain(..) {
             n += 1;
             bytes += m.payload.len() as u64;
-            let Some(topic) = self.valid_topic(&m) else {
-                self.metrics.inbound_dropped(InboundDropped::Invalid);
-                continue;
+            let topic = match self.valid_topic(&m, &config) {
+                Ok(topic) => topic,
+                Err(why) => {
+                    self.metrics.inbound_dropped(why);
+                    continue;
+                }
             };
             let headers = m.headers.as_ref();
             let audience = match (key.1.as_deref(), subject::only_for(headers)) {
@@ -419,15 +427,30 @@ impl Receiver<'_> {
     }
 
     /// The topic, when the subject is under the prefix and the payload is a pickled
-    /// `(topic, payload)` naming that same topic, within this node's frame limit.
-    fn valid_topic<'m>(&self, m: &'m Message) -> Option<&'m str> {
-        if m.payload.len() as u64 > self.local.max_frame {
-            return None;
+    /// `(topic, payload)` naming that same topic, within this node's frame limit and allowed by
+    /// its top-level payload policy (a NATS publisher has no user here: it gets the default).
+    fn valid_topic<'m>(
+        &mut self,
+        m: &'m Message,
+        config: &Config,
+    ) -> Result<&'m str, InboundDropped> {
+        if m.payload.len() as u64 > config.settings.max_frame.bytes() {
+            return Err(InboundDropped::Invalid);
         }
-        let topic = self.naming.topic(m.subject.as_str())?;
-        match mphub_protocol::classify(&m.payload) {
-            Envelope::Publish { topic: t } if t == topic => Some(topic),
-            _ => None,
+        let topic = self
+            .naming
+            .topic(m.subject.as_str())
+            .ok_or(InboundDropped::Invalid)?;
+        let envelope = match config.payloads.data() {
+            None => self.scanner.classify(&m.payload),
+            Some(policy) => self
+                .scanner
+                .classify_with(&m.payload, policy)
+                .map_err(|_| InboundDropped::Refused)?,
+        };
+        match envelope {
+            Envelope::Publish { topic: t } if t == topic => Ok(topic),
+            _ => Err(InboundDropped::Invalid),
         }
     }
 }

@@ -48,14 +48,18 @@ pub enum InboundDropped {
     NoMember,
     /// The NATS client dropped it: the bridge did not keep up.
     BridgeSlow,
+    /// Its pickle imports something the top-level payload policy (`payloads = "data"`) does
+    /// not allow.
+    Refused,
 }
 
 impl InboundDropped {
     /// Every reason, in label order.
-    pub const ALL: [InboundDropped; 3] = [
+    pub const ALL: [InboundDropped; 4] = [
         InboundDropped::Invalid,
         InboundDropped::NoMember,
         InboundDropped::BridgeSlow,
+        InboundDropped::Refused,
     ];
 
     /// The `reason` label.
@@ -64,6 +68,7 @@ impl InboundDropped {
             InboundDropped::Invalid => "invalid",
             InboundDropped::NoMember => "no_member",
             InboundDropped::BridgeSlow => "bridge_slow",
+            InboundDropped::Refused => "refused",
         }
     }
 }

@@ -34,10 +34,11 @@ use std::time::Duration;
 
 use async_nats::Event;
 use bytes::Bytes;
+use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, Config};
 use crate::route::{Forward, Router, Served};
 use crate::shutdown::Shutdown;
 use interest::Interest;
@@ -49,8 +50,9 @@ use outbound::Outbound;
 pub struct Local {
     /// Local subscribers, and the delivery counters.
     pub router: Router,
-    /// This node's largest frame body: bigger messages from NATS are refused.
-    pub max_frame: u64,
+    /// The configuration in force (a reload replaces it): messages from NATS are judged by its
+    /// `max_frame` and top-level payload policy.
+    pub config: watch::Receiver<Arc<Config>>,
     /// A connection's outbound limit (bytes): what NATS releases at once must stay below it.
     pub outbound_limit: u64,
     /// The broker's shutdown phases.
