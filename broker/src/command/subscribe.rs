@@ -3,12 +3,12 @@
 
 use mphub_protocol::{reply, Interest};
 
-use super::Session;
+use super::{held, Session};
 
 /// Subscribes (or joins a queue group), within `max_subscriptions`. A repeated `$sub` (a client
 /// restoring after a reconnect, say) changes nothing and is answered `$ok` again.
 pub(super) fn subscribe(s: &mut Session<'_>, i: &Interest<'_>) {
-    let key = (i.pattern.to_string(), i.group.as_deref().map(str::to_owned));
+    let key = held(&i.pattern, i.group.as_deref());
     let max = s.config.settings.max_subscriptions.get();
     if !s.subs.contains(&key) && s.subs.len() >= max {
         let reason = format!(
@@ -29,8 +29,12 @@ pub(super) fn subscribe(s: &mut Session<'_>, i: &Interest<'_>) {
 
 /// Unsubscribes; answered `$ok` whether or not the connection held it.
 pub(super) fn unsubscribe(s: &mut Session<'_>, i: &Interest<'_>) {
-    let key = (i.pattern.to_string(), i.group.as_deref().map(str::to_owned));
+    let key = held(&i.pattern, i.group.as_deref());
     if s.subs.remove(&key) {
+        if s.subs.capacity() > 4 * s.subs.len() + 64 {
+            // Give back what a burst of subscriptions took, once most are gone.
+            s.subs.shrink_to_fit();
+        }
         s.services
             .router
             .index()
