@@ -1,5 +1,5 @@
 //! What a client's frames ask for, one function per message (as mini-redis keeps one file per
-//! command): [`publish`], [`subscribe`] (`$sub` and `$unsub`), [`ping`], [`metrics`]
+//! command): `publish`, `subscribe` (`$sub` and `$unsub`), `ping`, `metrics`
 //! (`$metrics`). [`Session::handle`] classifies a frame and calls the one that applies.
 //!
 //! Commands do no I/O: they route, change the index, and queue replies on the connection's
