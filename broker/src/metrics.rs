@@ -4,10 +4,12 @@
 //! connection's reader, not once per message, so routing pays a few atomic adds per batch.
 
 use prometheus::core::Collector;
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
+};
 
 use crate::index::Index;
-use crate::prom::{counter, counter_vec, gauge, histogram};
+use crate::prom::{counter, counter_labelled, counter_vec, gauge, gauge_vec, histogram};
 use crate::route::DeliveryCounters;
 
 /// Every metric the broker keeps.
@@ -44,6 +46,14 @@ pub struct Metrics {
     pub max_connections: IntGauge,
     /// The configured `outbound_limit` (for alerts on the ratio).
     pub outbound_limit: IntGauge,
+    /// Open connections by user.
+    pub connections_by_user: IntGaugeVec,
+    /// Frames refused for want of a permission, by user and action.
+    pub permission_denied: IntCounterVec,
+    /// Publishes refused by the payload policy, by reason and user.
+    pub messages_refused: IntCounterVec,
+    /// Config reloads (SIGHUP), by result.
+    pub config_reloads: IntCounterVec,
 }
 
 /// Bucket bounds for the per-connection outbound depth, in bytes.
@@ -176,6 +186,32 @@ impl Metrics {
                 "mphub_outbound_limit_bytes",
                 "The configured per-connection outbound_limit.",
             ),
+            connections_by_user: gauge_vec(
+                &r,
+                "mphub_connections_by_user",
+                "Client connections open now, by user (default: the shared key, or no key).",
+                "user",
+            ),
+            permission_denied: counter_labelled(
+                &r,
+                "mphub_permission_denied_total",
+                "Frames refused because the user may not do that, by user and action \
+                 (publish, subscribe, metrics, connect).",
+                &["user", "action"],
+            ),
+            messages_refused: counter_labelled(
+                &r,
+                "mphub_messages_refused_total",
+                "Publishes refused by the payload policy (reason code: the pickle imports a \
+                 global not allowed), by reason and user.",
+                &["reason", "user"],
+            ),
+            config_reloads: counter_vec(
+                &r,
+                "mphub_config_reloads_total",
+                "Config reloads (SIGHUP), by result (ok, error).",
+                "result",
+            ),
             registry: r,
         };
         #[cfg(target_os = "linux")]
@@ -204,6 +240,9 @@ impl Metrics {
         }
         for kind in ["invalid_message", "bad_frame", "too_large", "frame_timeout"] {
             m.protocol_errors.with_label_values(&[kind]);
+        }
+        for result in ["ok", "error"] {
+            m.config_reloads.with_label_values(&[result]);
         }
         m
     }

@@ -19,9 +19,12 @@
 //! behind its own message (it would wait for us while we wait for it).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
+use mphub_protocol::topic::matches;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -100,8 +103,10 @@ pub struct Outbox {
     queued: AtomicU64,
     /// Replies queued and not yet written.
     replies: AtomicU64,
-    limit: u64,
-    policy: SlowConsumer,
+    /// The outbound limit in bytes (a reload may change it).
+    limit: AtomicU64,
+    /// The slow-consumer policy: true for `drop` (a reload may change it).
+    drops: AtomicBool,
     /// Why the outbox was closed early ([`Closed`] as a number; 0 while open).
     closed: AtomicU8,
     /// Told whenever the writer has written something.
@@ -114,6 +119,9 @@ pub struct Outbox {
     /// Cancelled when the connection must close (slow consumer, write failure, shutdown
     /// deadline).
     pub kill: CancellationToken,
+    /// Topics this connection's user may never receive (`deny_subscribe`); empty for almost
+    /// every connection, and swapped whole when a reload changes the user's permissions.
+    deny: ArcSwapOption<Vec<String>>,
 }
 
 impl Outbox {
@@ -131,16 +139,38 @@ impl Outbox {
                 tx,
                 queued: AtomicU64::new(0),
                 replies: AtomicU64::new(0),
-                limit,
-                policy,
+                limit: AtomicU64::new(limit),
+                drops: AtomicBool::new(policy == SlowConsumer::Drop),
                 closed: AtomicU8::new(0),
                 progress: Notify::new(),
                 sent: AtomicU64::new(0),
                 stalled: AtomicBool::new(false),
                 kill,
+                deny: ArcSwapOption::empty(),
             },
             rx,
         )
+    }
+
+    /// Applies a reloaded outbound limit and slow-consumer policy.
+    pub fn set_limits(&self, limit: u64, policy: SlowConsumer) {
+        self.limit.store(limit, Ordering::Relaxed);
+        self.drops
+            .store(policy == SlowConsumer::Drop, Ordering::Relaxed);
+    }
+
+    /// Sets the patterns whose topics are never delivered here (none: `Vec::new()`).
+    pub fn set_deny(&self, patterns: &[String]) {
+        self.deny
+            .store((!patterns.is_empty()).then(|| Arc::new(patterns.to_vec())));
+    }
+
+    /// Whether a message on `topic` must not be delivered here (its user's `deny_subscribe`).
+    pub fn refuses(&self, topic: &str) -> bool {
+        self.deny
+            .load()
+            .as_ref()
+            .is_some_and(|deny| deny.iter().any(|p| matches(p, topic)))
     }
 
     /// Offers one message (a shared reference to it: no copy), routed at `at`.
@@ -150,15 +180,16 @@ impl Outbox {
         }
         let len = frame.len() as u64;
         let before = self.queued.fetch_add(len, Ordering::AcqRel);
-        if before != 0 && before + len > self.limit {
+        let limit = self.limit.load(Ordering::Relaxed);
+        if before != 0 && before + len > limit {
             self.queued.fetch_sub(len, Ordering::AcqRel);
-            return match self.policy {
-                SlowConsumer::Drop => Delivery::Dropped,
-                SlowConsumer::Disconnect => {
+            return match self.drops.load(Ordering::Relaxed) {
+                true => Delivery::Dropped,
+                false => {
                     if self.close(Closed::SlowConsumer) {
                         warn!(
                             subscriber = self.id,
-                            limit = self.limit,
+                            limit,
                             "slow consumer: outbound queue over its limit; closing that connection"
                         );
                         Delivery::Disconnected
@@ -210,7 +241,8 @@ impl Outbox {
     /// True while this connection's own replies are queued and the queue is past its limit:
     /// its reader must not handle another frame until [`drained`](Self::drained).
     pub fn replies_over_limit(&self) -> bool {
-        self.queued.load(Ordering::Acquire) > self.limit && self.replies.load(Ordering::Acquire) > 0
+        self.queued.load(Ordering::Acquire) > self.limit.load(Ordering::Relaxed)
+            && self.replies.load(Ordering::Acquire) > 0
     }
 
     /// Waits until [`replies_over_limit`](Self::replies_over_limit) is false. Returns `false`

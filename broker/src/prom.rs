@@ -2,7 +2,9 @@
 //! parse or collides is a bug caught by the first test that starts a broker, not a runtime
 //! condition, hence `unreachable!`.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// A counter registered in `reg`.
 pub fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
@@ -20,10 +22,23 @@ pub fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
 
 /// A counter with one label, registered in `reg`.
 pub fn counter_vec(reg: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), &[label])
+    counter_labelled(reg, name, help, &[label])
+}
+
+/// A counter with these labels, registered in `reg`.
+pub fn counter_labelled(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
         .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
     register(reg, name, c.clone());
     c
+}
+
+/// A gauge with one label, registered in `reg`.
+pub fn gauge_vec(reg: &Registry, name: &str, help: &str, label: &str) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), &[label])
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    register(reg, name, g.clone());
+    g
 }
 
 /// A histogram with these bucket bounds, registered in `reg`.

@@ -79,7 +79,10 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn offer(&mut self, to: &Outbox, wire: &Bytes, at: Instant) -> bool {
+    fn offer(&mut self, to: &Outbox, topic: &str, wire: &Bytes, at: Instant) -> bool {
+        if to.refuses(topic) {
+            return false;
+        }
         match to.deliver(wire, at) {
             Delivery::Queued => {
                 self.delivered += 1;
@@ -140,12 +143,14 @@ impl Router {
         self.index.lookup(topic)
     }
 
-    /// Queues `wire` (a whole frame, header included) to `audience` among `matches`, counting
-    /// into `tally`. `at` is when routing started (for the queue-wait histogram).
+    /// Queues `wire` (a whole frame on `topic`, header included) to `audience` among
+    /// `matches`, counting into `tally`; a connection whose user may not receive `topic` is
+    /// skipped. `at` is when routing started (for the queue-wait histogram).
     pub fn route<'m>(
         &self,
         matches: &'m Matches,
         audience: Audience<'_>,
+        topic: &str,
         wire: &Bytes,
         at: Instant,
         tally: &mut Tally,
@@ -160,7 +165,7 @@ impl Router {
                 }
                 match pick_live(g) {
                     Some(p) => {
-                        out.delivered += u64::from(tally.offer(p, wire, at));
+                        out.delivered += u64::from(tally.offer(p, topic, wire, at));
                         out.served.0.push(&g.name);
                     }
                     None => out.no_member = true,
@@ -172,7 +177,7 @@ impl Router {
             }
         }
         for p in &matches.plain {
-            out.delivered += u64::from(tally.offer(p, wire, at));
+            out.delivered += u64::from(tally.offer(p, topic, wire, at));
         }
         out
     }
@@ -236,7 +241,14 @@ mod tests {
         let mut got = [0; 3];
         for _ in 0..4 {
             let m = router.lookup("t.x");
-            let routed = router.route(&m, Audience::Everyone, &wire, Instant::now(), &mut tally);
+            let routed = router.route(
+                &m,
+                Audience::Everyone,
+                "t.x",
+                &wire,
+                Instant::now(),
+                &mut tally,
+            );
             assert_eq!(routed.delivered, 2);
             assert_eq!(routed.served.names(), ["g"]);
             for (i, rx) in [&mut ra, &mut rb, &mut rc].into_iter().enumerate() {
@@ -262,15 +274,29 @@ mod tests {
         let m = router.lookup("t");
         assert_eq!(
             router
-                .route(&m, Audience::Plain, &wire, Instant::now(), &mut tally)
+                .route(&m, Audience::Plain, "t", &wire, Instant::now(), &mut tally)
                 .delivered,
             1
         );
         assert!(ra.try_recv().is_ok() && rb.try_recv().is_err());
-        let to_g = router.route(&m, Audience::Group("g"), &wire, Instant::now(), &mut tally);
+        let to_g = router.route(
+            &m,
+            Audience::Group("g"),
+            "t",
+            &wire,
+            Instant::now(),
+            &mut tally,
+        );
         assert_eq!((to_g.delivered, to_g.no_member), (1, false));
         assert!(ra.try_recv().is_err() && rb.try_recv().is_ok());
-        let to_h = router.route(&m, Audience::Group("h"), &wire, Instant::now(), &mut tally);
+        let to_h = router.route(
+            &m,
+            Audience::Group("h"),
+            "t",
+            &wire,
+            Instant::now(),
+            &mut tally,
+        );
         assert_eq!((to_h.delivered, to_h.no_member), (0, true));
     }
 }

@@ -71,3 +71,14 @@ impl HandshakeError {
         }
     }
 }
+
+/// Two keys of a [`KeyRing`](crate::handshake::KeyRing) make the same HMAC, so an answer could
+/// not name one user: a configuration error. Holds the keys' indexes, never the keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("keys {first} and {second} are the same key to HMAC: each user needs a key of its own")]
+pub struct DuplicateKey {
+    /// Index of the earlier key.
+    pub first: usize,
+    /// Index of the later key, equal to the earlier one for HMAC.
+    pub second: usize,
+}

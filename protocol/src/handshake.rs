@@ -13,12 +13,23 @@
 //!   HMAC-MD5, which the deliverer accepts.
 //! - The deliverer verifies in constant time and replies `#WELCOME#` or `#FAILURE#`.
 //! - A listener delivers then answers; a client answers then delivers.
+//!
+//! A listener holds one key ([`Handshake::listener`]) or a [`KeyRing`] of many
+//! ([`Handshake::listener_ring`]): then the client's answer is tried against every key, the one
+//! that verifies names the peer ([`Handshake::key_index`]), and the listener answers the client's
+//! own challenge with that key.
+
+mod keyring;
 
 use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
 
 use hmac::{Mac, SimpleHmac};
 
 use crate::error::HandshakeError;
+
+pub use keyring::KeyRing;
 
 /// What a challenge starts with.
 pub const CHALLENGE: &[u8] = b"#CHALLENGE#";
@@ -78,6 +89,15 @@ impl Digest {
         Digest::ALL
             .into_iter()
             .find(|d| d.name().as_bytes() == name)
+    }
+
+    /// Length of the MAC in bytes (16 for md5, 32, 48, 32, 48).
+    pub fn mac_len(self) -> usize {
+        match self {
+            Digest::Md5 => 16,
+            Digest::Sha256 | Digest::Sha3_256 => 32,
+            Digest::Sha384 | Digest::Sha3_384 => 48,
+        }
     }
 
     /// HMAC of `message` under `key`.
@@ -158,16 +178,21 @@ pub fn respond(key: &[u8], message: &[u8]) -> Result<Vec<u8>, HandshakeError> {
     })
 }
 
-/// Checks a peer's answer to our challenge `message`, as CPython's `_verify_challenge`: the
-/// answer may pick any allowed digest; the MAC covers the whole message, prefix included.
-pub fn verify(key: &[u8], message: &[u8], response: &[u8]) -> Result<(), HandshakeError> {
-    let (digest, tag) = digest_and_payload(response).map_err(|reason| {
+/// Splits a peer's answer into its digest (`None`: legacy raw MD5) and MAC.
+fn answer_parts(response: &[u8]) -> Result<(Option<Digest>, &[u8]), HandshakeError> {
+    digest_and_payload(response).map_err(|reason| {
         if reason.starts_with("unsupported digest") {
             HandshakeError::UnknownDigest(reason)
         } else {
             HandshakeError::MalformedResponse(reason)
         }
-    })?;
+    })
+}
+
+/// Checks a peer's answer to our challenge `message`, as CPython's `_verify_challenge`: the
+/// answer may pick any allowed digest; the MAC covers the whole message, prefix included.
+pub fn verify(key: &[u8], message: &[u8], response: &[u8]) -> Result<(), HandshakeError> {
+    let (digest, tag) = answer_parts(response)?;
     if digest.unwrap_or(Digest::Md5).verify(key, message, tag) {
         Ok(())
     } else {
@@ -221,38 +246,92 @@ enum State {
     Failed,
 }
 
-/// One handshake in progress. See the module docs.
-#[derive(Debug)]
+/// The key or keys one side may use.
+enum Keys {
+    One(Vec<u8>),
+    Ring(Arc<KeyRing>),
+}
+
+/// One handshake in progress. See the module docs. `Debug` never shows a key.
 pub struct Handshake {
-    key: Vec<u8>,
+    keys: Keys,
+    /// Which key the peer proved it holds (always 0 with one key), once it has.
+    matched: Option<usize>,
     role: Role,
     challenge: Challenge,
     state: State,
     out: VecDeque<Vec<u8>>,
 }
 
+impl fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Handshake");
+        if let Keys::Ring(ring) = &self.keys {
+            d.field("ring", ring);
+        }
+        d.field("matched", &self.matched)
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Handshake {
-    /// A listener's (the broker's) side, delivering `challenge` first.
-    pub fn listener(key: &[u8], challenge: Challenge) -> Self {
+    fn new(keys: Keys, role: Role, challenge: Challenge) -> Self {
         let mut hs = Handshake {
-            key: key.to_vec(),
-            role: Role::Listener,
+            keys,
+            matched: None,
+            role,
             challenge,
             state: State::AwaitChallenge,
             out: VecDeque::new(),
         };
-        hs.deliver();
+        if role == Role::Listener {
+            hs.deliver();
+        }
         hs
+    }
+
+    /// A listener's (the broker's) side with one key, delivering `challenge` first.
+    pub fn listener(key: &[u8], challenge: Challenge) -> Self {
+        Handshake::new(Keys::One(key.to_vec()), Role::Listener, challenge)
+    }
+
+    /// A listener's side that accepts any key of `ring`, delivering `challenge` first. Once the
+    /// client's answer verifies, [`Handshake::key_index`] says whose key it was, and the
+    /// client's own challenge is answered with that key. Checking the answer costs one HMAC
+    /// per key up to the match ([`KeyRing::identify`]); a wrong answer costs one per key.
+    pub fn listener_ring(ring: Arc<KeyRing>, challenge: Challenge) -> Self {
+        Handshake::new(Keys::Ring(ring), Role::Listener, challenge)
     }
 
     /// A client's side, answering the listener first, then delivering `challenge`.
     pub fn client(key: &[u8], challenge: Challenge) -> Self {
-        Handshake {
-            key: key.to_vec(),
-            role: Role::Client,
-            challenge,
-            state: State::AwaitChallenge,
-            out: VecDeque::new(),
+        Handshake::new(Keys::One(key.to_vec()), Role::Client, challenge)
+    }
+
+    /// The index of the key the peer proved it holds: its index in the [`KeyRing`] for
+    /// [`Handshake::listener_ring`], `0` with one key; `None` until the peer's answer to our
+    /// challenge has verified (both roles deliver a challenge, so both learn it).
+    pub fn key_index(&self) -> Option<usize> {
+        self.matched
+    }
+
+    /// How many HMACs the next [`Handshake::receive`] may compute: the ring's size while a
+    /// ring listener waits for the client's answer, else 1. A driver can use it to move that
+    /// call off an async executor (as [`crate::io::accept`] does for large rings).
+    pub fn next_receive_cost(&self) -> usize {
+        match (&self.state, &self.keys) {
+            (State::AwaitAnswer { .. }, Keys::Ring(ring)) => ring.len().max(1),
+            _ => 1,
+        }
+    }
+
+    /// The key to answer the peer's challenge with: the one it proved, with a ring.
+    fn answering_key(&self) -> &[u8] {
+        match &self.keys {
+            Keys::One(key) => key,
+            Keys::Ring(ring) => self.matched.and_then(|i| ring.key(i)).unwrap_or_default(),
         }
     }
 
@@ -289,9 +368,16 @@ impl Handshake {
         let state = std::mem::replace(&mut self.state, State::Failed);
         match state {
             State::AwaitAnswer { message } => {
-                if let Err(e) = verify(&self.key, &message, body) {
-                    self.out.push_back(FAILURE.to_vec());
-                    return Err(e);
+                let checked = match &self.keys {
+                    Keys::One(key) => verify(key, &message, body).map(|()| 0),
+                    Keys::Ring(ring) => ring.identify(&message, body),
+                };
+                match checked {
+                    Ok(index) => self.matched = Some(index),
+                    Err(e) => {
+                        self.out.push_back(FAILURE.to_vec());
+                        return Err(e);
+                    }
                 }
                 self.out.push_back(WELCOME.to_vec());
                 self.state = match self.role {
@@ -306,7 +392,7 @@ impl Handshake {
                 if message.len() < LEGACY_NONCE_LEN {
                     return Err(HandshakeError::MalformedChallenge("shorter than 20 bytes"));
                 }
-                self.out.push_back(respond(&self.key, message)?);
+                self.out.push_back(respond(self.answering_key(), message)?);
                 self.state = State::AwaitWelcome;
             }
             State::AwaitWelcome => {
@@ -360,6 +446,54 @@ mod tests {
             let (l, c) = run(listener, client);
             assert!(l.is_ok() && c.is_ok(), "{client_challenge:?}: {l:?} {c:?}");
         }
+    }
+
+    #[test]
+    fn a_ring_listener_names_the_clients_key_and_answers_with_it() {
+        let keys = ["alice", "bob", "carol"];
+        let ring = Arc::new(KeyRing::new(keys).unwrap());
+        for (i, key) in keys.iter().enumerate() {
+            for client_challenge in [
+                Challenge::Legacy([7; 20]),
+                Challenge::Modern(Digest::Sha3_256, [9; 40]),
+            ] {
+                let mut listener = Handshake::listener_ring(
+                    ring.clone(),
+                    Challenge::Modern(Digest::Sha256, [1; 40]),
+                );
+                assert_eq!(listener.next_receive_cost(), 3);
+                assert_eq!(listener.key_index(), None);
+                let mut client = Handshake::client(key.as_bytes(), client_challenge);
+                let mut frames = 0;
+                while !(listener.is_done() && client.is_done()) && frames < 16 {
+                    while let Some(f) = listener.transmit() {
+                        client.receive(&f).unwrap();
+                        frames += 1;
+                    }
+                    while let Some(f) = client.transmit() {
+                        listener.receive(&f).unwrap();
+                        frames += 1;
+                    }
+                }
+                assert!(listener.is_done() && client.is_done());
+                assert_eq!(listener.key_index(), Some(i), "{key}");
+                assert_eq!(listener.next_receive_cost(), 1);
+            }
+        }
+    }
+
+    #[test]
+    fn a_ring_listener_refuses_a_key_outside_the_ring_with_failure() {
+        let ring = Arc::new(KeyRing::new(["alice", "bob"]).unwrap());
+        let mut listener =
+            Handshake::listener_ring(ring, Challenge::Modern(Digest::Sha256, [1; 40]));
+        let mut client = Handshake::client(b"mallory", Challenge::Legacy([2; 20]));
+        client.receive(&listener.transmit().unwrap()).unwrap();
+        let err = listener.receive(&client.transmit().unwrap()).unwrap_err();
+        assert!(matches!(err, HandshakeError::WrongKey));
+        assert_eq!(listener.transmit().unwrap(), FAILURE);
+        assert_eq!(listener.key_index(), None);
+        assert!(!format!("{listener:?}").contains("alice"));
     }
 
     #[test]

@@ -1,11 +1,20 @@
 //! Driving a [`Handshake`] over a tokio stream.
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::HandshakeError;
 use crate::frame;
-use crate::handshake::{self, Challenge, Digest, Handshake};
+use crate::handshake::{self, Challenge, Digest, Handshake, KeyRing};
+
+/// Rings with more keys than this check a client's answer on tokio's blocking pool
+/// ([`tokio::task::spawn_blocking`]) rather than on the connection's task. Trying 256 keys costs
+/// ~25 µs (sha256) to ~50 µs (legacy md5) of CPU (`cargo bench -p mphub-protocol --bench
+/// handshake`), about what handing a closure to the blocking pool and back costs; tokio asks
+/// async code not to run longer than 10 to 100 µs between awaits.
+pub const BLOCKING_RING_KEYS: usize = 256;
 
 /// A fresh modern challenge (`{sha256}` + 40 random bytes), as CPython 3.12+ sends.
 pub fn random_challenge() -> Result<Challenge, HandshakeError> {
@@ -23,15 +32,50 @@ pub fn random_challenge() -> Result<Challenge, HandshakeError> {
 pub async fn drive<S>(
     stream: &mut S,
     buf: &mut BytesMut,
-    mut hs: Handshake,
+    hs: Handshake,
 ) -> Result<(), HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    run(stream, buf, hs).await.map(drop)
+}
+
+/// The listener's side with many keys: delivers `challenge`, finds which key of `ring` made
+/// the client's answer, answers the client's challenge with that key, and returns the key's
+/// index in `ring` (the user). Built on [`Handshake::listener_ring`]; rings of more than
+/// [`BLOCKING_RING_KEYS`] keys check the answer on the blocking pool. Bytes read past the
+/// handshake stay in `buf`; a wrong answer gets `#FAILURE#` before the error is returned.
+///
+/// Errors: as [`drive`]; [`HandshakeError::WrongKey`] when no key of `ring` made the answer.
+///
+/// Cancel safety: not cancel safe; wrap the whole call in a timeout and drop the connection
+/// when it fires (a key check already on the blocking pool then finishes unobserved).
+pub async fn accept<S>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    ring: Arc<KeyRing>,
+    challenge: Challenge,
+) -> Result<usize, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let hs = run(stream, buf, Handshake::listener_ring(ring, challenge)).await?;
+    hs.key_index().ok_or(HandshakeError::WrongKey)
+}
+
+/// Runs `hs` to the end and hands it back, done.
+async fn run<S>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    mut hs: Handshake,
+) -> Result<Handshake, HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
         flush(stream, &mut hs).await?;
         if hs.is_done() {
-            return Ok(());
+            return Ok(hs);
         }
         let body = loop {
             if let Some(f) = frame::decode(buf, handshake::MAX_FRAME).map_err(|e| match e {
@@ -44,12 +88,32 @@ where
                 return Err(HandshakeError::Closed);
             }
         };
-        if let Err(e) = hs.receive(body.body()) {
+        let received;
+        (hs, received) = receive(hs, body).await?;
+        if let Err(e) = received {
             // Best effort: the peer may already be gone.
             let _ = flush(stream, &mut hs).await;
             return Err(e);
         }
     }
+}
+
+/// `hs.receive(frame)`, on the blocking pool when it may try more than [`BLOCKING_RING_KEYS`]
+/// keys; the handshake moves there and back. The outer error is the blocking task failing.
+async fn receive(
+    mut hs: Handshake,
+    frame: frame::Frame,
+) -> Result<(Handshake, Result<(), HandshakeError>), HandshakeError> {
+    if hs.next_receive_cost() <= BLOCKING_RING_KEYS {
+        let received = hs.receive(frame.body());
+        return Ok((hs, received));
+    }
+    tokio::task::spawn_blocking(move || {
+        let received = hs.receive(frame.body());
+        (hs, received)
+    })
+    .await
+    .map_err(|e| HandshakeError::Io(std::io::Error::other(e.to_string())))
 }
 
 async fn flush<S: AsyncWrite + Unpin>(

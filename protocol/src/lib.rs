@@ -4,7 +4,8 @@
 //! - [`frame`]: length-prefixed frames (4-byte signed length, or `-1` and an 8-byte length),
 //!   decoded *check, then parse*, each frame one zero-copy [`bytes::Bytes`] with its header.
 //! - [`handshake`]: the mutual HMAC challenge in both roles, legacy MD5 and `{digest}` forms,
-//!   as a sans-I/O state machine; [`io`] (feature `tokio`) drives it over a stream.
+//!   as a sans-I/O state machine, with one key or a [`handshake::KeyRing`] of many (named
+//!   users); [`io`] (feature `tokio`) drives it over a stream.
 //! - [`envelope`]: classifies a pickle as a publish, a control request, `"close"` or invalid,
 //!   by walking its opcodes without decoding the payload.
 //! - [`topic`]: topic, pattern and queue-group rules and wildcard matching.
@@ -23,5 +24,5 @@ pub mod reply;
 pub mod topic;
 
 pub use envelope::{classify, Envelope, Interest, Scanner, Token};
-pub use error::{FrameError, HandshakeError};
+pub use error::{DuplicateKey, FrameError, HandshakeError};
 pub use frame::Frame;

@@ -177,9 +177,74 @@ pub fn matches(pattern: &str, topic: &str) -> bool {
     topic_tokens.next().is_none()
 }
 
+/// Whether valid pattern `general` *covers* valid pattern `specific`: every topic `specific` can
+/// match, `general` matches too. `a.>` covers `a.*.c` and `a.>`; `a.*` does not cover `a.>`;
+/// a literal topic is a pattern that matches only itself. This is how permissions judge a
+/// wildcard subscription (a subscription is allowed only when an allow pattern covers it).
+pub fn covers(general: &str, specific: &str) -> bool {
+    let mut s = specific.split('.');
+    for g in general.split('.') {
+        let Some(t) = s.next() else {
+            // `general` needs more tokens than `specific` ever has.
+            return false;
+        };
+        match (g, t) {
+            // `>` takes one or more tokens, and `specific` has at least this one left.
+            (">", _) => return true,
+            // Only `>` covers `>`: it matches any number of tokens.
+            (_, ">") => return false,
+            ("*", _) => {}
+            (lit, tok) if lit == tok => {}
+            _ => return false,
+        }
+    }
+    s.next().is_none()
+}
+
+/// Whether valid patterns `a` and `b` can both match some topic.
+pub fn overlaps(a: &str, b: &str) -> bool {
+    let (mut x, mut y) = (a.split('.'), b.split('.'));
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return true,
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(p), Some(q)) if p == "*" || q == "*" || p == q => {}
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pattern_covers_what_it_matches_more_of() {
+        assert!(covers("a.>", "a.*.c"));
+        assert!(covers("a.>", "a.>"));
+        assert!(covers("a.>", "a.b"));
+        assert!(covers(">", "x.*.>"));
+        assert!(covers("a.*", "a.b"));
+        assert!(covers("a.*", "a.*"));
+        assert!(covers("a.b", "a.b"));
+        assert!(!covers("a.*", "a.>"));
+        assert!(!covers("a.b", "a.*"));
+        assert!(!covers("a.>", "a"));
+        assert!(!covers("a.*.c", "a.>"));
+        assert!(!covers("*", "a.b"));
+        assert!(!covers("a.b.c", "a.b"));
+    }
+
+    #[test]
+    fn patterns_overlap_when_one_topic_matches_both() {
+        assert!(overlaps("a.*", "a.b"));
+        assert!(overlaps("a.>", "*.b.c"));
+        assert!(overlaps(">", "x"));
+        assert!(overlaps("a.*.c", "a.b.*"));
+        assert!(!overlaps("a.*", "a.b.c"));
+        assert!(!overlaps("a.b", "a.c"));
+        assert!(!overlaps("a.>", "a"));
+    }
 
     #[test]
     fn plain_topics_are_valid() {

@@ -65,3 +65,51 @@ proptest! {
         let _ = s.classify(&data);
     }
 }
+
+/// Small patterns over a tiny alphabet, so that wildcards and literals meet often.
+fn pattern() -> impl Strategy<Value = String> {
+    (
+        prop::collection::vec(prop::sample::select(vec!["a", "b", "*"]), 1..4),
+        prop::bool::ANY,
+    )
+        .prop_map(|(mut toks, gt)| {
+            if gt {
+                toks.push(">");
+            }
+            toks.join(".")
+        })
+}
+
+fn topic() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(vec!["a", "b", "c"]), 1..6).prop_map(|t| t.join("."))
+}
+
+proptest! {
+    #[test]
+    fn a_covering_pattern_matches_every_topic_the_covered_one_does(
+        g in pattern(), s in pattern(), topics in prop::collection::vec(topic(), 1..40),
+    ) {
+        use mphub_protocol::topic::{covers, matches};
+        if covers(&g, &s) {
+            for t in &topics {
+                prop_assert!(!matches(&s, t) || matches(&g, t), "{g} covers {s} but not {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn overlapping_is_one_topic_matching_both(a in pattern(), b in pattern()) {
+        use mphub_protocol::topic::{matches, overlaps};
+        // Every topic of up to 5 tokens over a, b, c (the patterns' tokens plus one more).
+        let mut found = false;
+        let alphabet = ["a", "b", "c"];
+        for len in 1..=5u32 {
+            for n in 0..3usize.pow(len) {
+                let t: Vec<&str> = (0..len).map(|i| alphabet[(n / 3usize.pow(i)) % 3]).collect();
+                let t = t.join(".");
+                found |= matches(&a, &t) && matches(&b, &t);
+            }
+        }
+        prop_assert_eq!(overlaps(&a, &b), found, "{} and {}", a, b);
+    }
+}

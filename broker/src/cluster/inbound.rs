@@ -212,7 +212,7 @@ impl Receiver<'_> {
             let wire = frame::encode(&m.payload);
             let matches = router.lookup(topic);
             if router
-                .route(&matches, audience, &wire, at, &mut self.tally)
+                .route(&matches, audience, topic, &wire, at, &mut self.tally)
                 .no_member
             {
                 self.metrics.inbound_dropped(InboundDropped::NoMember);

@@ -10,7 +10,7 @@
 //!
 //! The bridge sees the rest of the broker only through the narrow [`Local`] handle (the
 //! router, the frame limit, the shutdown phases) and is seen only as a
-//! [`Forward`](crate::route::Forward) hook and a health line. A publish is delivered to local
+//! [`Forward`] hook and a health line. A publish is delivered to local
 //! subscribers first (as on a single node) and handed to NATS once, as the publisher's own
 //! pickle bytes. NATS's `no_echo` keeps it from coming back. Queue groups prefer a local member;
 //! the groups served that way travel in a header, so the NATS member that receives the same

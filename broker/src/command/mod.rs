@@ -1,5 +1,5 @@
 //! What a client's frames ask for, one function per message (as mini-redis keeps one file per
-//! command): `publish`, `subscribe` (`$sub` and `$unsub`), `ping`, `metrics`
+//! command): `publish.rs`, `subscribe.rs` (`$sub` and `$unsub`), `ping.rs`, `metrics.rs`
 //! (`$metrics`). [`Session::handle`] classifies a frame and calls the one that applies.
 //!
 //! Commands do no I/O: they route, change the index, and queue replies on the connection's
@@ -10,14 +10,14 @@ mod ping;
 mod publish;
 mod subscribe;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use mphub_protocol::{reply, Envelope, Frame, Scanner};
 use tracing::debug;
 
-use crate::config::Config;
+use crate::config::{Config, User};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::route::{Forward, Router, Tally};
@@ -66,11 +66,62 @@ fn unheld(h: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// Topics a restricted publisher's permission was decided for, kept per connection so the
+/// allow and deny lists are matched once per topic, not once per publish; cleared when full.
+const VERDICTS: usize = 1024;
+
+/// What a user was refused, for `mphub_permission_denied_total{action}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Publishing to a topic.
+    Publish,
+    /// Subscribing (or joining a queue group).
+    Subscribe,
+    /// Sending `$metrics`.
+    Metrics,
+}
+
+impl Action {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Action::Publish => "publish",
+            Action::Subscribe => "subscribe",
+            Action::Metrics => "metrics",
+        }
+    }
+}
+
+/// Why a reload ends a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    /// The connection's user is no longer configured.
+    UserRemoved(String),
+    /// The connection's user has another key now.
+    KeyChanged(String),
+}
+
+impl std::fmt::Display for Revoked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Revoked::UserRemoved(u) => {
+                write!(f, "user {u:?} was removed by a configuration reload")
+            }
+            Revoked::KeyChanged(u) => {
+                write!(f, "user {u:?} has a new key since a configuration reload")
+            }
+        }
+    }
+}
+
 /// One connection's state as commands see it.
 #[derive(Debug)]
 pub struct Session<'a> {
     services: &'a Services,
-    config: &'a Config,
+    config: Arc<Config>,
+    user: Arc<User>,
+    /// Publish verdicts per topic, for a user with publish rules.
+    verdicts: HashMap<Box<str>, bool>,
     outbox: &'a Arc<Outbox>,
     scanner: Scanner,
     subs: HashSet<Held>,
@@ -84,11 +135,20 @@ pub struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    /// A session for the connection whose outbox is `outbox`.
-    pub fn new(services: &'a Services, config: &'a Config, outbox: &'a Arc<Outbox>) -> Self {
+    /// A session for `user`'s connection whose outbox is `outbox`.
+    pub fn new(
+        services: &'a Services,
+        config: Arc<Config>,
+        user: Arc<User>,
+        outbox: &'a Arc<Outbox>,
+    ) -> Self {
+        outbox.set_deny(&user.permissions.deny_subscribe);
+        let timing = config.settings.metrics.addr().is_some();
         Session {
             services,
             config,
+            user,
+            verdicts: HashMap::new(),
             outbox,
             scanner: Scanner::default(),
             subs: HashSet::new(),
@@ -96,7 +156,7 @@ impl<'a> Session<'a> {
             received_bytes: 0,
             received_total: 0,
             tally: Tally::default(),
-            timing: config.settings.metrics.addr().is_some(),
+            timing,
             epoch: Instant::now(),
         }
     }
@@ -128,6 +188,93 @@ impl<'a> Session<'a> {
             .with_label_values(&[kind])
             .inc();
         self.outbox.reply(reply::error(reason));
+    }
+
+    /// Answers `("$error", "permission denied: ...")` and counts it; the connection stays.
+    pub fn deny(&mut self, action: Action, what: &str) {
+        self.services
+            .metrics
+            .permission_denied
+            .with_label_values(&[&self.user.name, action.label()])
+            .inc();
+        let target = match action {
+            Action::Metrics => "$metrics".to_owned(),
+            _ => format!("{} to '{what}'", action.label()),
+        };
+        self.outbox
+            .reply(reply::error(&format!("permission denied: {target}")));
+    }
+
+    /// Whether this connection's user may publish to `topic`.
+    fn may_publish(&mut self, topic: &str) -> bool {
+        let p = &self.user.permissions;
+        if p.publish.is_none() && p.deny_publish.is_empty() {
+            return true;
+        }
+        if let Some(v) = self.verdicts.get(topic) {
+            return *v;
+        }
+        let v = p.may_publish(topic);
+        if self.verdicts.len() >= VERDICTS {
+            self.verdicts.clear();
+        }
+        self.verdicts.insert(topic.into(), v);
+        v
+    }
+
+    /// The connection's user.
+    pub fn user(&self) -> &Arc<User> {
+        &self.user
+    }
+
+    /// The configuration this connection follows now.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The connection's outbox.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        self.outbox
+    }
+
+    /// A reload brought `new`: the connection follows it from its next frame. Its user's new
+    /// permissions apply (subscriptions they no longer allow are removed, each answered with a
+    /// `permission denied` error), as do the new limits. `Err` when the user is gone or has
+    /// another key: the connection must close.
+    pub fn reconfigure(&mut self, new: Arc<Config>) -> Result<(), Revoked> {
+        let name = &self.user.name;
+        let user = match new.users.ring() {
+            None => new.users.anonymous(),
+            Some(_) => new.users.by_name(name),
+        };
+        let user = match user {
+            None => return Err(Revoked::UserRemoved(name.clone())),
+            Some(u) if u.key != self.user.key => return Err(Revoked::KeyChanged(name.clone())),
+            Some(u) => u.clone(),
+        };
+        let s = &new.settings;
+        self.outbox
+            .set_limits(s.outbound_limit.bytes(), s.slow_consumer);
+        self.outbox.set_deny(&user.permissions.deny_subscribe);
+        self.verdicts.clear();
+        let revoked: Vec<Held> = self
+            .subs
+            .iter()
+            .filter(|h| !user.permissions.may_subscribe(unheld(h).0))
+            .cloned()
+            .collect();
+        self.user = user;
+        self.config = new;
+        for h in revoked {
+            self.subs.remove(&h);
+            let (pattern, group) = unheld(&h);
+            self.services
+                .router
+                .index()
+                .unsubscribe(self.outbox.id, pattern, group);
+            self.deny(Action::Subscribe, pattern);
+        }
+        Ok(())
     }
 
     /// Folds this batch's counts into the shared metrics.

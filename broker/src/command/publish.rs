@@ -4,19 +4,27 @@ use std::time::Instant;
 
 use mphub_protocol::Frame;
 
-use super::Session;
+use super::{Action, Session};
 use crate::route::Audience;
 
 /// Routes one publish: every local plain subscriber and one member of each queue group get the
 /// publisher's exact bytes; then the [`Forward`](crate::route::Forward) hook, if any.
 pub(super) fn publish(s: &mut Session<'_>, topic: &str, frame: &Frame) {
+    if !s.may_publish(topic) {
+        s.deny(Action::Publish, topic);
+        return;
+    }
     let services = s.services;
     let at = if s.timing { Instant::now() } else { s.epoch };
     let matches = services.router.lookup(topic);
-    let routed =
-        services
-            .router
-            .route(&matches, Audience::Everyone, frame.wire(), at, &mut s.tally);
+    let routed = services.router.route(
+        &matches,
+        Audience::Everyone,
+        topic,
+        frame.wire(),
+        at,
+        &mut s.tally,
+    );
     if s.timing {
         services.metrics.fanout.observe(routed.delivered as f64);
     }

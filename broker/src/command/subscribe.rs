@@ -3,11 +3,16 @@
 
 use mphub_protocol::{reply, Interest};
 
-use super::{held, Session};
+use super::{held, Action, Session};
 
-/// Subscribes (or joins a queue group), within `max_subscriptions`. A repeated `$sub` (a client
-/// restoring after a reconnect, say) changes nothing and is answered `$ok` again.
+/// Subscribes (or joins a queue group), when the user may and within `max_subscriptions`. A
+/// repeated `$sub` (a client restoring after a reconnect, say) changes nothing and is answered
+/// `$ok` again.
 pub(super) fn subscribe(s: &mut Session<'_>, i: &Interest<'_>) {
+    if !s.user.permissions.may_subscribe(&i.pattern) {
+        s.deny(Action::Subscribe, &i.pattern);
+        return;
+    }
     let key = held(&i.pattern, i.group.as_deref());
     let max = s.config.settings.max_subscriptions.get();
     if !s.subs.contains(&key) && s.subs.len() >= max {

@@ -11,6 +11,7 @@
 
 mod cluster;
 mod settings;
+mod users;
 mod values;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ pub use cluster::{
     DEFAULT_PREFIX,
 };
 pub use settings::Settings;
+pub use users::{PayloadPolicy, Payloads, Permissions, User, UserSettings, Users, DEFAULT_USER};
 pub use values::{
     read_secret, Count, ListenAddr, LogFormat, MetricsAddr, Seconds, Secret, Size, SlowConsumer,
     Urls,
@@ -87,6 +89,15 @@ pub enum ConfigError {
     },
     #[error("{key}: {path} is empty")]
     EmptySecret { key: &'static str, path: PathBuf },
+    #[error("user {user:?}: {why}")]
+    User { user: String, why: String },
+    #[error(
+        "users {0:?} and {1:?} have the same key: a client's answer could not tell them apart \
+         (the shared key is the user \"default\")"
+    )]
+    SameKey(String, String),
+    #[error("allow_globals: {0:?} is not a module.qualname name (like \"datetime.datetime\")")]
+    Global(String),
 }
 
 /// The broker's whole configuration, resolved and checked: one value, so a reload can replace
@@ -95,40 +106,39 @@ pub enum ConfigError {
 pub struct Config {
     /// Every setting as given (defaults, file, flags).
     pub settings: Settings,
-    /// The shared key; `None` means no handshake (loopback and Unix sockets only).
-    pub authkey: Option<Secret>,
+    /// Every user (the shared key is the user `default`) and the key ring that tells them
+    /// apart; without any key, no ring: no handshake (loopback and Unix sockets only).
+    pub users: Users,
     /// The NATS deployment to join; `None` is a single node.
     pub cluster: Option<ClusterConfig>,
-}
-
-impl Default for Config {
-    /// The defaults, with no authkey (development mode).
-    fn default() -> Self {
-        Config {
-            settings: Settings::default(),
-            authkey: None,
-            cluster: None,
-        }
-    }
 }
 
 impl Config {
     /// The defaults with these listeners, the HTTP endpoint off, and `authkey` as the shared
     /// key: what in-process tests and programs embedding the broker start from.
     pub fn with_listeners(listen: Vec<ListenAddr>, authkey: Option<&[u8]>) -> Config {
+        let shared = authkey.map(|k| Secret::new(k.to_vec()));
         Config {
             settings: Settings {
                 listen,
                 metrics: MetricsAddr::Off,
                 ..Settings::default()
             },
-            authkey: authkey.map(|k| Secret::new(k.to_vec())),
+            // One key (or none) cannot collide with another, nor have a bad name.
+            users: Users::resolve(shared, &[], Payloads::Any, &[])
+                .unwrap_or_else(|e| unreachable!("one shared key: {e}")),
             cluster: None,
         }
     }
 
-    /// Resolves settings: reads the key file (else takes `env_authkey`, `MPHUB_AUTHKEY`), checks
-    /// what one setting cannot check alone, and resolves the cluster's settings.
+    /// The defaults: no key (development mode), loopback only.
+    pub fn defaults() -> Config {
+        Config::with_listeners(Settings::default().listen, None)
+    }
+
+    /// Resolves settings: reads the key files (the shared one, else `env_authkey`,
+    /// `MPHUB_AUTHKEY`; each user's), checks what one setting cannot check alone, and resolves
+    /// the cluster's settings.
     pub fn resolve(settings: Settings, env_authkey: Option<Secret>) -> Result<Config, ConfigError> {
         if settings.listen.is_empty() {
             return Err(ConfigError::NoListen);
@@ -148,7 +158,13 @@ impl Config {
         if authkey.as_ref().is_some_and(|k| k.expose().is_empty()) {
             return Err(ConfigError::EmptyAuthkey);
         }
-        if authkey.is_none() {
+        let users = Users::resolve(
+            authkey,
+            &settings.users,
+            settings.payloads,
+            &settings.allow_globals,
+        )?;
+        if users.ring().is_none() {
             if let Some(open) = settings.listen.iter().find(|l| !l.is_local()) {
                 return Err(ConfigError::Protected(open.to_string()));
             }
@@ -156,7 +172,7 @@ impl Config {
         let cluster = ClusterConfig::from_settings(&settings)?;
         Ok(Config {
             settings,
-            authkey,
+            users,
             cluster,
         })
     }
@@ -209,9 +225,18 @@ pub fn load_file(path: &Path) -> Result<Settings, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    Settings::from_toml(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_owned(),
-        message: e.message().to_owned(),
+    Settings::from_toml(&text).map_err(|e| {
+        // One line: where (toml's own Display spans several lines with a source excerpt).
+        let at = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        ConfigError::Parse {
+            path: path.to_owned(),
+            message: match at {
+                Some(line) => format!("line {line}: {}", e.message()),
+                None => e.message().to_owned(),
+            },
+        }
     })
 }
 
@@ -242,6 +267,27 @@ mod tests {
             Config::resolve(none, None),
             Err(ConfigError::NoListen)
         ));
+    }
+
+    #[test]
+    fn a_user_with_the_shared_key_is_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("mphub-users-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("k");
+        std::fs::write(&key, "shared\n").unwrap();
+        let settings = Settings::from_toml(&format!(
+            "[[users]]\nname = \"ingest\"\nauthkey_file = {:?}\n",
+            key.display().to_string()
+        ))
+        .unwrap();
+        let err = Config::resolve(settings, Some(Secret::new(b"shared".to_vec())))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"ingest\"") && !err.contains("shared\""),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -15,15 +15,21 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Deserialize;
 
+use super::users::{Payloads, UserSettings};
 use super::values::{Count, ListenAddr, LogFormat, MetricsAddr, Seconds, Size, SlowConsumer, Urls};
 
 /// Every flag and file key. Secrets are never here, only the files that hold them.
 #[derive(Debug, Clone, PartialEq, Args, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// Address to accept clients on: host:port, [v6]:port, unix:/path or unix:@name. Repeat for
-    /// several. Default 127.0.0.1:6000.
-    #[arg(long, value_name = "ADDR", required = false)]
+    // Not a doc comment: rustdoc would read `[v6]` as a link.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        required = false,
+        help = "Address to accept clients on: host:port, [v6]:port, unix:/path or unix:@name. \
+                Repeat for several. Default 127.0.0.1:6000."
+    )]
     pub listen: Vec<ListenAddr>,
     /// HTTP address for /metrics and /healthz, or `off`. Default 127.0.0.1:6001.
     #[arg(long, value_name = "ADDR|off", required = false)]
@@ -31,6 +37,17 @@ pub struct Settings {
     /// File holding the authkey (one trailing newline is stripped). Else MPHUB_AUTHKEY.
     #[arg(long, value_name = "PATH")]
     pub authkey_file: Option<PathBuf>,
+    /// Payloads every user without a policy of its own may publish: any, or data (a pickle
+    /// that imports anything outside --allow-globals is refused). Default any.
+    #[arg(long, value_enum, required = false)]
+    pub payloads: Payloads,
+    /// Globals a `data` payload may import, as module.qualname (datetime.datetime),
+    /// comma-separated. Default none.
+    #[arg(long, value_name = "NAMES", value_delimiter = ',', required = false)]
+    pub allow_globals: Vec<String>,
+    /// Named users, each with its own key and permissions (file only: `[[users]]`).
+    #[arg(skip)]
+    pub users: Vec<UserSettings>,
     /// Largest frame accepted (bytes, or 64MiB style). Default 64MiB.
     #[arg(long, value_name = "BYTES", required = false)]
     pub max_frame: Size,
@@ -107,6 +124,9 @@ impl Default for Settings {
             listen: vec![ListenAddr::Tcp(([127, 0, 0, 1], 6000).into())],
             metrics: MetricsAddr::At(([127, 0, 0, 1], 6001).into()),
             authkey_file: None,
+            payloads: Payloads::Any,
+            allow_globals: Vec::new(),
+            users: Vec::new(),
             max_frame: Size(64 << 20),
             outbound_limit: Size(32 << 20),
             slow_consumer: SlowConsumer::Disconnect,

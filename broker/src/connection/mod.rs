@@ -11,13 +11,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use mphub_protocol::handshake::Handshake;
+use mphub_protocol::reply;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
 use tracing::{info, Instrument};
 
 use crate::command::{Services, Session};
-use crate::config::Config;
+use crate::config::{Config, User};
 use crate::connections::Connections;
-use crate::net::Stream;
+use crate::net::{ReadHalf, Stream, WriteHalf};
 use crate::outbox::Outbox;
 use crate::shutdown::Shutdown;
 use crate::writer::{self, Ended};
@@ -25,8 +27,9 @@ use crate::writer::{self, Ended};
 /// What a connection needs from the broker.
 #[derive(Debug, Clone)]
 pub struct Context {
-    /// The configuration (one value; a reload swaps it whole).
-    pub config: Arc<Config>,
+    /// The configuration: one value, which a reload replaces whole; every connection watches
+    /// it and applies a change to its next frame.
+    pub config: watch::Receiver<Arc<Config>>,
     /// What commands use.
     pub services: Services,
     /// The open connections.
@@ -39,32 +42,34 @@ pub struct Context {
 
 /// Serves one accepted connection to its end. `peer_addr` is the remote address, printable.
 pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64) {
-    let span = tracing::info_span!("conn", id);
+    let span = tracing::info_span!("conn", id, user = tracing::field::Empty);
     async move {
         let started = Instant::now();
-        let config = ctx.config.clone();
+        let mut config_rx = ctx.config.clone();
+        let config = config_rx.borrow_and_update().clone();
         let metrics = &ctx.services.metrics;
         let (mut r, mut w) = stream.into_split();
         let mut buf = BytesMut::new();
-        if let Some(key) = &config.authkey {
-            let result = async {
-                let challenge = mphub_protocol::io::random_challenge()?;
-                let mut both = tokio::io::join(&mut r, &mut w);
-                let hs = Handshake::listener(key.expose(), challenge);
-                mphub_protocol::io::drive(&mut both, &mut buf, hs).await
-            };
-            let deadline = config.settings.handshake_timeout.duration();
-            let err = match tokio::time::timeout(deadline, result).await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e),
-                Err(_) => Some(mphub_protocol::HandshakeError::Timeout),
-            };
-            if let Some(e) = err {
-                metrics.auth_failures.with_label_values(&[e.kind()]).inc();
-                info!(peer = %peer_addr, reason = %e, "authentication failed; connection closed");
-                return;
-            }
-        }
+        let auth = authenticate(&ctx, &config, &mut r, &mut w, &mut buf, &peer_addr).await;
+        let Some(user) = auth else {
+            return;
+        };
+        tracing::Span::current().record("user", tracing::field::display(&user.name));
+        let Some(_admission) = ctx.connections.admit(&user) else {
+            metrics
+                .permission_denied
+                .with_label_values(&[&user.name, "connect"])
+                .inc();
+            let max = user.max_connections.unwrap_or_default();
+            let reason = format!(
+                "permission denied: user '{}' already has {max} connections (max_connections)",
+                user.name
+            );
+            info!(peer = %peer_addr, "{reason}; connection closed");
+            let _ = w.write_all(&reply::error(&reason)).await;
+            let _ = w.shutdown().await;
+            return;
+        };
         metrics.connections.inc();
         info!(peer = %peer_addr, "connection opened");
 
@@ -86,10 +91,10 @@ pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64
             metrics.clone(),
             timing,
         ));
-        ctx.connections.insert(outbox.clone());
+        ctx.connections.insert(outbox.clone(), config.clone());
 
-        let mut session = Session::new(&ctx.services, &config, &outbox);
-        let why = reader::read_loop(&mut session, &ctx, &outbox, &mut r, &mut buf).await;
+        let mut session = Session::new(&ctx.services, config.clone(), user, &outbox);
+        let why = reader::read_loop(&mut session, &ctx, &mut config_rx, &mut r, &mut buf).await;
         session.close();
         let received = session.received_total();
         ctx.connections.remove(id);
@@ -118,4 +123,41 @@ pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64
     }
     .instrument(span)
     .await
+}
+
+/// Runs the handshake (when a key is configured) and says which user the client is; `None`
+/// when it failed (counted and logged here).
+async fn authenticate(
+    ctx: &Context,
+    config: &Config,
+    r: &mut ReadHalf,
+    w: &mut WriteHalf,
+    buf: &mut BytesMut,
+    peer_addr: &str,
+) -> Option<Arc<User>> {
+    let users = &config.users;
+    let Some(ring) = users.ring() else {
+        return users.anonymous().cloned();
+    };
+    let result = async {
+        let challenge = mphub_protocol::io::random_challenge()?;
+        let mut both = tokio::io::join(&mut *r, &mut *w);
+        mphub_protocol::io::accept(&mut both, buf, ring.clone(), challenge).await
+    };
+    let deadline = config.settings.handshake_timeout.duration();
+    let err = match tokio::time::timeout(deadline, result).await {
+        Ok(Ok(index)) => match users.get(index) {
+            Some(user) => return Some(user.clone()),
+            None => mphub_protocol::HandshakeError::WrongKey,
+        },
+        Ok(Err(e)) => e,
+        Err(_) => mphub_protocol::HandshakeError::Timeout,
+    };
+    ctx.services
+        .metrics
+        .auth_failures
+        .with_label_values(&[err.kind()])
+        .inc();
+    info!(peer = %peer_addr, reason = %err, "authentication failed; connection closed");
+    None
 }

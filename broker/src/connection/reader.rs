@@ -13,17 +13,20 @@
 //! - an oversized frame: the rest of it is read and thrown away (at most [`DISCARD_MAX`] or
 //!   [`DISCARD_TIME`]) so a client still sending it can read why it was refused.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use mphub_protocol::{frame, FrameError};
 use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::arriving::{Reserved, LARGE};
 use super::Context;
-use crate::command::{Flow, Session};
+use crate::command::{Flow, Revoked, Session};
+use crate::config::Config;
 use crate::net::ReadHalf;
 use crate::outbox::{Closed, Outbox, STALL_PATIENCE};
 
@@ -47,6 +50,7 @@ pub const DISCARD_TIME: Duration = Duration::from_secs(5);
 /// Why a connection ended.
 #[derive(Debug)]
 pub(super) enum Close {
+    Revoked(Revoked),
     Eof,
     Truncated,
     Goodbye,
@@ -60,6 +64,7 @@ pub(super) enum Close {
 impl std::fmt::Display for Close {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Close::Revoked(r) => write!(f, "{r}"),
             Close::Eof => write!(f, "client closed"),
             Close::Truncated => write!(f, "client closed inside a frame"),
             Close::Goodbye => write!(f, "client sent \"close\""),
@@ -104,21 +109,31 @@ impl Arrival {
     }
 }
 
-/// Reads and handles frames until the connection ends; says why.
+/// Reads and handles frames until the connection ends; says why. A new configuration
+/// (`config`) applies to the next frame.
 pub(super) async fn read_loop(
     session: &mut Session<'_>,
     ctx: &Context,
-    outbox: &Outbox,
+    config: &mut watch::Receiver<Arc<Config>>,
     r: &mut ReadHalf,
     buf: &mut BytesMut,
 ) -> Close {
-    let s = &ctx.config.settings;
-    let max = s.max_frame.bytes();
-    let frame_timeout = s.frame_timeout.duration();
+    let outbox = session.outbox().clone();
+    let outbox = &*outbox;
     let mut room = READ_MIN;
-    let mut heard = !buf.is_empty() || ctx.config.authkey.is_some();
+    let mut heard = !buf.is_empty() || session.config().users.ring().is_some();
+    let mut watching = true;
     let mut arrival = Arrival::default();
     loop {
+        // A reload applies to the next frame: check before handling what was just read.
+        if watching && config.has_changed().unwrap_or(false) {
+            if let Err(revoked) = follow(session, ctx, config) {
+                return Close::Revoked(revoked);
+            }
+        }
+        let settings = &session.config().settings;
+        let max = settings.max_frame.bytes();
+        let frame_timeout = settings.frame_timeout.duration();
         // Check, then parse: handle every whole frame already buffered, while this
         // connection's own replies fit in its outbound limit.
         while !outbox.replies_over_limit() {
@@ -202,11 +217,22 @@ pub(super) async fn read_loop(
         let idle = buf.is_empty() && buf.capacity() > READ_MIN;
         let deadline = arrival.deadline;
         // Cancel safety: `read_buf` is cancel safe (no bytes are lost when another branch
-        // wins), and so are `cancelled`, `sleep` and `sleep_until`.
+        // wins), and so are `cancelled`, `changed` (a change not seen stays marked), `sleep`
+        // and `sleep_until`.
         let read = tokio::select! {
             biased;
             _ = outbox.kill.cancelled() => return Close::Killed(outbox.closed_why()),
             _ = ctx.shutdown.begun() => return Close::Shutdown,
+            changed = config.changed(), if watching => {
+                // Err: the broker dropped the configuration's sender (it is stopping).
+                watching = changed.is_ok();
+                if watching {
+                    if let Err(revoked) = follow(session, ctx, config) {
+                        return Close::Revoked(revoked);
+                    }
+                }
+                continue;
+            }
             r = r.read_buf(buf) => r,
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)),
                 if deadline.is_some() =>
@@ -256,6 +282,21 @@ pub(super) async fn read_loop(
             Err(e) => return Close::ReadError(e),
         }
     }
+}
+
+/// Applies the newest configuration to this connection and says so.
+fn follow(
+    session: &mut Session<'_>,
+    ctx: &Context,
+    config: &mut watch::Receiver<Arc<Config>>,
+) -> Result<(), Revoked> {
+    let new = config.borrow_and_update().clone();
+    if let Err(revoked) = session.reconfigure(new.clone()) {
+        session.fold();
+        return Err(revoked);
+    }
+    ctx.connections.applied(session.outbox().id, &new);
+    Ok(())
 }
 
 /// Answers a frame that cannot be read with `("$error", reason)`. For one over the size limit,

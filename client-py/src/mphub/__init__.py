@@ -10,6 +10,7 @@ The asyncio flavour is `mphub.aio`; errors are in `mphub.errors`.
 """
 
 from . import errors
+from ._version import __version__ as __version__
 from .client import Hub, connect
 from .errors import (
     AuthenticationError,
@@ -23,8 +24,6 @@ from .errors import (
 )
 from .message import Message
 from .subscription import Subscription
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AuthenticationError",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import pickle
 import struct
 from typing import List, Optional, Tuple
 
@@ -151,40 +152,73 @@ def verify(authkey: bytes, message: bytes, response: bytes) -> bool:
     return hmac.compare_digest(hmac.new(authkey, message, name).digest(), mac)
 
 
-class ClientHandshake:
-    """The client side of the handshake as a little state machine over frame bodies.
+# ClientHandshake states.
+_ANSWER, _VERIFY, _PROVE, _PROBE, _DONE, _FAILED = range(6)
+# Without an authkey the client opens with this (protocol 2: what every CPython and the broker read).
+_PROBE_PING = pickle.dumps(("$ping", 0), 2)
 
-    `step(frame)` returns the body to send, or None when the handshake is complete. The
-    first call is `step(None)` (the client speaks second), ... see `run_blocking` for the shape.
+
+class ClientHandshake:
+    """The client's side of connection setup, a state machine over frame bodies.
+
+    With an authkey it is CPython's `answer_challenge` then `deliver_challenge` (the broker
+    challenges first). Without one it is a `("$ping", 0)` probe that must come back as
+    `("$pong", 0)`: that proves the broker wants no key and speaks this protocol. Both clients
+    drive it the same way:
+
+        hs = ClientHandshake(authkey)
+        send_all(hs.start())
+        while not hs.done:
+            send_all(hs.step(receive_small_frame()))
+
+    Raises `AuthenticationError` on a refused key, a broker that wants a key when none was
+    given, or anything that is not an mphub broker.
     """
 
-    def __init__(self, authkey: bytes) -> None:
+    def __init__(self, authkey: Optional[bytes]) -> None:
         self.authkey = authkey
-        self._state = 0
+        self._state = _ANSWER
         self._message = b""
 
-    def step(self, received: Optional[bytes]) -> List[bytes]:
+    def start(self) -> List[bytes]:
+        """The frames the client sends before the broker says anything."""
+        if self.authkey is None:
+            self._state = _PROBE
+            return [_PROBE_PING]
+        return []
+
+    def step(self, received: bytes) -> List[bytes]:
         """Feed the frame just received; get the frames to send next."""
-        if received is None:
-            raise AuthenticationError("connection closed during the handshake")
-        if self._state == 0:
-            self._state = 1
-            return [answer(self.authkey, received)]
-        if self._state == 1:
+        state, key = self._state, self.authkey
+        if state == _PROBE:
+            if received.startswith(CHALLENGE):
+                raise AuthenticationError("the broker asks for an authkey; none was given")
+            try:
+                pong = pickle.loads(received)
+            except Exception:
+                pong = None
+            if pong != ("$pong", 0):
+                raise AuthenticationError("unexpected answer to $ping: is this an mphub broker?")
+            self._state = _DONE
+            return []
+        if key is None or state in (_DONE, _FAILED):
+            raise AuthenticationError("handshake already finished")
+        if state == _ANSWER:
+            self._state = _VERIFY
+            return [answer(key, received)]
+        if state == _VERIFY:
             if received != WELCOME:
                 raise AuthenticationError("the broker refused the authkey")
             body, self._message = new_challenge()
-            self._state = 2
+            self._state = _PROVE
             return [body]
-        if self._state == 2:
-            if not verify(self.authkey, self._message, received):
-                self._state = 4
-                raise AuthenticationError("the broker did not prove it knows the authkey")
-            self._state = 3
-            return [WELCOME]
-        raise AuthenticationError("handshake already finished")
+        if not verify(key, self._message, received):
+            self._state = _FAILED
+            raise AuthenticationError("the broker did not prove it knows the authkey")
+        self._state = _DONE
+        return [WELCOME]
 
     @property
     def done(self) -> bool:
-        """True once the broker's answer was verified."""
-        return self._state == 3
+        """True once the broker's answer was verified (or, without a key, the probe answered)."""
+        return self._state == _DONE

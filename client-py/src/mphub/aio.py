@@ -6,179 +6,102 @@
         await hub.publish("sensors.temp", {"v": 21.5})
         async for msg in sub: ...
 
-One reader task per hub; publishes collect in a buffer written once per event-loop turn.
+It drives the same `_core.Core` as the threaded hub, with one reader task per hub; publishes
+collect in the core's buffer, written once per event-loop turn.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import itertools
 import logging
-import os
 import pickle
-import random
-import struct
-from collections import deque
-from typing import Any, AsyncIterator, Awaitable, Callable, Deque, Dict, List, Optional, Tuple, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Union
 
 from . import _topics
-from ._address import AddressLike, parse
-from ._common import HubBase, Key, authkey_from_env, hashable, restore_frames, wire_arg
-from ._dispatch import Router, deliver
-from ._wire import (
-    CHALLENGE,
-    HANDSHAKE_FRAME_LIMIT,
-    ClientHandshake,
-    FrameSplitter,
-    ProtocolError,
-    frame,
-    header,
-)
-from .errors import (
-    AuthenticationError,
-    BrokerError,
-    ConnectionClosed,
-    MphubError,
-    SlowConsumerError,
-    SubscriptionClosed,
-    TimeoutError,
-)
+from ._address import AddressLike
+from ._connect import open_streams
+from ._core import NO_LOCK, NOW, SOON, Lock
+from ._hub import HubBase
+from .errors import MphubError, SubscriptionClosed, TimeoutError
 from .message import Message
+from .subscription import Link, SubscriptionBase
 
-log = logging.getLogger("mphub")
 AsyncCallback = Callable[[Message], Union[Awaitable[Any], Any]]
-_pack_len = struct.Struct("!i").pack
-# 64 KiB reads measured 1.8x faster than 256 KiB: a chunk's messages stay in cache.
-_READ_SIZE = 64 * 1024
+log = logging.getLogger("mphub")
+_dumps = pickle.dumps
+_new = tuple.__new__
 
 
-async def _open(
-    address: Any, authkey: Optional[bytes], timeout: float
-) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    try:
-        if isinstance(address.target, str):
-            conn = asyncio.open_unix_connection(address.target, limit=_READ_SIZE)
-        else:
-            conn = asyncio.open_connection(*address.target, limit=_READ_SIZE)
-        reader, writer = await asyncio.wait_for(conn, timeout)
-    except asyncio.TimeoutError as e:
-        raise TimeoutError(f"connecting to {address}: no answer within {timeout}s") from e
-    except OSError as e:
-        raise ConnectionClosed(f"cannot connect to {address}: {e.strerror or e}") from e
+class FutureWaiter:
+    """One answer awaited by one task (`_core.Waiter` with an asyncio future)."""
 
-    async def small_frame() -> bytes:
-        (size,) = struct.unpack("!i", await reader.readexactly(4))
-        if not 0 <= size <= HANDSHAKE_FRAME_LIMIT:
-            raise AuthenticationError(f"handshake frame of {size} bytes: is this an mphub broker?")
-        return await reader.readexactly(size)
+    __slots__ = ("_future",)
 
-    async def handshake() -> None:
-        if authkey is None:
-            writer.write(frame(pickle.dumps(("$ping", 0), 2)))
-            reply = await small_frame()
-            if reply.startswith(CHALLENGE):
-                raise AuthenticationError("the broker asks for an authkey; none was given")
+    def __init__(self) -> None:
+        self._future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def set(self, value: Any = None, error: Optional[BaseException] = None) -> None:
+        f = self._future
+        if f.done():  # timed out and cancelled: nobody waits any more
             return
-        hs = ClientHandshake(authkey)
-        while not hs.done:
-            for body in hs.step(await small_frame()):
-                writer.write(frame(body))
+        if error is not None:
+            f.set_exception(error)
+        else:
+            f.set_result(value)
 
-    try:
-        await asyncio.wait_for(handshake(), timeout)
-    except asyncio.TimeoutError as e:
-        writer.close()
-        raise TimeoutError(f"handshake with {address}: no answer within {timeout}s") from e
-    except (OSError, asyncio.IncompleteReadError) as e:
-        writer.close()
-        raise AuthenticationError(f"handshake with {address} failed: {e}") from e
-    except BaseException:
-        writer.close()
-        raise
-    return reader, writer
+    async def wait(self, timeout: Optional[float], what: str) -> Any:
+        try:
+            return await asyncio.wait_for(self._future, timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"{what}: no answer within {timeout}s") from None
 
 
-class Subscription:
+def _no_direct_reads(timeout: float) -> bool:
+    return False  # the reader task always reads; a consumer awaits it
+
+
+class Subscription(SubscriptionBase):
     """Messages matching `pattern`; `await sub.next(timeout=)` or `async for msg in sub`.
 
     Bounded like the threaded one: past `max_pending`, new messages are dropped, counted in
-    `dropped`, and the next `next()` raises `SlowConsumerError` once.
+    `dropped`, and the next `next()` raises `SlowConsumerError` once. With a callback (sync
+    or async), a task hands it every message.
     """
 
-    def __init__(self, hub: Hub, pattern: str, group: Optional[str], max_pending: int) -> None:
-        self.pattern = pattern
-        self.group = group
-        self.max_pending = max_pending
-        self.dropped = 0
-        self.delivered = 0
-        self._hub = hub
-        self._queue: Deque[Tuple[str, Any]] = deque()
-        self._waiter: Optional[asyncio.Future[None]] = None
-        self._reported = 0
-        self._dropping = False
-        self._closed = False
-        self._task: Optional[asyncio.Task[None]] = None
+    _label = "aio.Subscription"
 
-    def __repr__(self) -> str:
-        group = f" group={self.group!r}" if self.group else ""
-        return f"<aio.Subscription {self.pattern!r}{group}>"
-
-    @property
-    def key(self) -> Key:
-        return (self.pattern, self.group)
-
-    @property
-    def pending(self) -> int:
-        return len(self._queue)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def _push_many(self, batch: List[Tuple[str, Any]]) -> None:
-        room = self.max_pending - len(self._queue)
-        if room < len(batch):
-            self.dropped += len(batch) - max(room, 0)
-            if not self._dropping:
-                self._dropping = True
-                self._hub._report(SlowConsumerError(self, self.dropped))
-            batch = batch[: max(room, 0)]
-            if not batch:
-                return
-        self._dropping = False
-        self.delivered += len(batch)
-        self._queue.extend(batch)
-        self._wake()
+    _waiter: Optional[asyncio.Future[None]] = None  # what `next()` awaits while the queue is empty
+    _task: Optional[asyncio.Task[None]] = None  # the callback's
 
     def _wake(self) -> None:
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
 
-    def _close(self) -> None:
-        self._closed = True
-        self._wake()
-
     async def next(self, timeout: Optional[float] = None) -> Message:
         """The next message; raises TimeoutError, SubscriptionClosed or SlowConsumerError."""
-        if self.dropped > self._reported:
-            n = self.dropped - self._reported
-            self._reported = self.dropped
-            raise SlowConsumerError(self, n)
+        if self.dropped > self._reported or self._callback is not None:
+            self._check_next()
+        return await self._take(timeout)
+
+    async def _take(self, timeout: Optional[float]) -> Message:
         while not self._queue:
             if self._closed:
                 raise SubscriptionClosed(f"{self!r} is closed")
             self._waiter = asyncio.get_running_loop().create_future()
+            self._waiting = True
             try:
                 await asyncio.wait_for(self._waiter, timeout)
             except asyncio.TimeoutError:
                 raise TimeoutError(f"no message on {self.pattern!r} within {timeout}s") from None
             finally:
                 self._waiter = None
-        return tuple.__new__(Message, self._queue.popleft())
+                self._waiting = False
+        return _new(Message, self._queue.popleft())
 
     def __aiter__(self) -> AsyncIterator[Message]:
+        """Messages as they come; ends once unsubscribed (or the hub closed) and drained."""
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Message]:
@@ -191,7 +114,7 @@ class Subscription:
     async def unsubscribe(self) -> None:
         """Stop receiving; what is queued can still be taken, then iteration ends."""
         if not self._closed:
-            await self._hub._unsubscribe(self)
+            await self._link.unsubscribe(self)
 
     async def __aenter__(self) -> Subscription:
         return self
@@ -200,134 +123,92 @@ class Subscription:
         await self.unsubscribe()
 
     async def _run(self, callback: AsyncCallback) -> None:
-        async for msg in self:
+        while True:  # not `next()`: drops were reported to on_error, and must not end the task
+            try:
+                msg = await self._take(None)
+            except SubscriptionClosed:
+                return
             try:
                 result = callback(msg)
                 if inspect.isawaitable(result):
                     await result
             except Exception as e:
                 log.exception("mphub: callback for %r raised", self.pattern)
-                self._hub._report(e, log_it=False)
+                self._link.report(e, log_it=False)
 
 
-class Hub(HubBase):
-    """An asyncio connection to an mphub broker; options as `mphub.Hub`."""
+class Hub(HubBase[FutureWaiter]):
+    """An asyncio connection to an mphub broker: `hub = await mphub.aio.connect(...)`.
 
-    def __init__(
-        self,
-        address: Optional[AddressLike] = None,
-        *,
-        authkey: Optional[bytes] = None,
-        connect_timeout: float = 5.0,
-        max_pending: int = 65536,
-        flush_size: int = 64 * 1024,
-        reconnect: bool = True,
-        max_reconnect_attempts: int = 60,
-        reconnect_wait: Tuple[float, float] = (0.05, 2.0),
-        reconnect_buffer: int = 8 * 1024 * 1024,
-        max_frame: int = 64 * 1024 * 1024,
-        on_disconnected: Optional[Callable[[], Any]] = None,
-        on_reconnected: Optional[Callable[[], Any]] = None,
-        on_error: Optional[Callable[[BaseException], Any]] = None,
-        pickle_protocol: int = pickle.HIGHEST_PROTOCOL,
-    ) -> None:
-        self.address = parse(address)
-        self._authkey = authkey_from_env(authkey)
-        self._timeout = connect_timeout
-        self.max_pending = max_pending
-        self._flush_size = flush_size
-        self._reconnect = reconnect
-        self._max_attempts = max_reconnect_attempts
-        self._wait_range = reconnect_wait
-        self._offline_limit = reconnect_buffer
-        self._max_frame = max_frame
-        self.on_disconnected = on_disconnected
-        self.on_reconnected = on_reconnected
-        self.on_error = on_error
-        self._protocol = pickle_protocol
-        self._wbuf = bytearray()
-        self._scheduled = False
-        self._connected = False
-        self._closing = False
-        self._lost: Optional[BaseException] = None
-        self._acks: Deque[Optional[asyncio.Future[Any]]] = deque()
-        self._pongs: Dict[int, asyncio.Future[Any]] = {}
-        self._tokens = itertools.count(1)
-        self._router: Router[Any] = Router()
-        self._keys: Dict[Key, int] = {}
-        self._subs: List[Subscription] = []
-        self._inbox: Optional[str] = None
-        self._requests: Dict[str, asyncio.Future[Any]] = {}
-        self._state = asyncio.Event()
+    Options and methods as `mphub.Hub`; those that wait for the broker are coroutines
+    (`publish`, `flush`, `subscribe`, `request`, `serve`, `close`), the worker-metrics ones
+    (`counter`, `gauge`, `histogram`, `summary`) are not.
+    """
+
+    _name = "mphub.aio.Hub"
+    _reader: asyncio.StreamReader
+    _writer: asyncio.StreamWriter
+
+    def _setup(self) -> None:
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError("make an mphub.aio.Hub in a coroutine: `await aio.connect(...)`") from None
         self._closed = asyncio.Event()
-        self.reconnects = 0
+        self._task: Optional[asyncio.Task[None]] = None
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._link = Link(self._report, self._unsubscribe, _no_direct_reads)
+
+    def _new_waiter(self) -> FutureWaiter:
+        return FutureWaiter()
+
+    def _core_lock(self) -> Lock:
+        return NO_LOCK  # every call comes from the loop's thread
 
     async def _start(self) -> Hub:
-        self._reader, self._writer = await _open(self.address, self._authkey, self._timeout)
-        self._connected = True
-        self._state.set()
-        self._task = asyncio.get_running_loop().create_task(self._read_forever())
+        reader, writer = await open_streams(self.address, self._authkey, self._timeout)
+        self._restore(reader, writer)
+        self._task = self._loop.create_task(self._read_forever())
         return self
-
-    @property
-    def is_connected(self) -> bool:
-        return self._connected
 
     # ------------------------------------------------------------------ publishing
 
     async def publish(self, topic: str, payload: Any) -> None:
-        """Send `(topic, payload)`; buffered and written once per loop turn."""
+        """Send `(topic, payload)`; buffered and written once per loop turn (past `flush_size`
+        at once, awaiting `drain()`)."""
         if topic not in _topics._valid_topics:
             _topics.check_topic(topic)
-        await self._enqueue(pickle.dumps((topic, payload), self._protocol))
-
-    async def _enqueue(self, body: bytes) -> None:
-        n = len(body)
-        if n > self._max_frame:
-            raise ValueError(f"message of {n} bytes is over max_frame ({self._max_frame})")
-        if not self._connected:
-            self._check_offline(n)
-        buf = self._wbuf
-        buf += _pack_len(n) if n <= 0x7FFFFFFF else header(n)
-        buf += body
-        if not self._connected:
-            return
-        if len(buf) >= self._flush_size:
+        todo = self._core.put(_dumps((topic, payload), self._protocol), 0.0)
+        if todo == NOW:
             self._write()
-            await self._writer.drain()
-        elif not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._write)
+            await self._drain()
+        elif todo == SOON:
+            self._loop.call_soon(self._write)
 
     def _write(self) -> None:
-        self._scheduled = False
-        if self._connected and self._wbuf:
-            data, self._wbuf = self._wbuf, bytearray()
+        data = self._core.take_output()
+        if data is not None:
             self._writer.write(data)
 
-    async def flush(self, timeout: Optional[float] = 5.0) -> None:
-        """Return once the broker has routed everything published before."""
+    async def _drain(self) -> None:
         try:
-            await asyncio.wait_for(self._flush(), timeout)
-        except asyncio.TimeoutError:
-            raise TimeoutError(f"flush: no answer within {timeout}s") from None
-
-    async def _flush(self) -> None:
-        if not self._connected:
-            self._check_offline(0)
-            await self._state.wait()
-            if not self._connected:
-                self._check_offline(0)
-        token = next(self._tokens)
-        fut = asyncio.get_running_loop().create_future()
-        self._pongs[token] = fut
-        try:
-            self._wbuf += frame(pickle.dumps(("$ping", token), self._protocol))
-            self._write()
             await self._writer.drain()
-            await fut
+        except OSError:
+            pass  # the connection is lost: the reader task sees it and handles it
+
+    async def flush(self, timeout: Optional[float] = 5.0) -> None:
+        """Return once the broker has routed everything published before (a `$ping` barrier)."""
+        core = self._core
+        ready = core.when_connected()
+        if ready is not None:
+            await ready.wait(timeout, "flush (waiting for the reconnect)")
+        token, pong = core.ping()
+        try:
+            self._write()
+            await self._drain()
+            await pong.wait(timeout, "flush")
         finally:
-            self._pongs.pop(token, None)
+            core.forget_pong(token)
 
     # ------------------------------------------------------------------ subscribing
 
@@ -343,83 +224,44 @@ class Hub(HubBase):
         """Subscribe; returns once the broker has it. `callback` (sync or async) runs in a task."""
         _topics.check_pattern(pattern)
         _topics.check_group(group)
-        sub = Subscription(self, pattern, group, max_pending or self.max_pending)
-        await self._add(sub, sub, timeout)
+        sub = Subscription(self._link, pattern, group, max_pending or self.max_pending, callback)
+        await self._confirm(sub, self._core.add(sub), timeout)
         if callback is not None:
-            sub._task = asyncio.get_running_loop().create_task(sub._run(callback))
+            sub._task = self._loop.create_task(sub._run(callback))
         return sub
 
-    async def _add(self, sub: Subscription, target: Any, timeout: Optional[float]) -> None:
-        if self._closing or self._lost is not None:
-            raise ConnectionClosed("the hub is closed")
-        key = sub.key
-        self._router.add(sub.pattern, target)
-        self._subs.append(sub)
-        count = self._keys.get(key, 0)
-        self._keys[key] = count + 1
-        if count or not self._connected:
+    async def _confirm(self, sub: Any, ack: Optional[FutureWaiter], timeout: Optional[float]) -> None:
+        """Write a `$sub` the core buffered and wait for the broker's answer."""
+        if ack is None:
             return
-        fut = self._request(("$sub", wire_arg(key)))
-        try:
-            await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
-            await self._drop(sub)
-            raise TimeoutError(f"subscribe {sub.pattern!r}: no answer within {timeout}s") from None
-        except ConnectionClosed:
-            if not self._reconnect:
-                await self._drop(sub)
-                raise
-        except BaseException:
-            await self._drop(sub)
-            raise
-
-    def _request(self, request: Any) -> asyncio.Future[Any]:
-        fut = asyncio.get_running_loop().create_future()
-        self._acks.append(fut)
-        self._wbuf += frame(pickle.dumps(request, self._protocol))
         self._write()
-        return fut
+        try:
+            await ack.wait(timeout, f"subscribe {sub.pattern!r}")
+        except BaseException as e:
+            if self._core.failed(sub, e):
+                raise
 
     async def _unsubscribe(self, sub: Subscription) -> None:
-        await self._drop(sub)
-
-    async def _drop(self, sub: Subscription) -> None:
-        if sub in self._subs:
-            self._subs.remove(sub)
-            self._router.remove(sub)
-            count = self._keys.get(sub.key, 0) - 1
-            if count <= 0:
-                self._keys.pop(sub.key, None)
-                if self._connected and not self._closing:
-                    self._request(("$unsub", wire_arg(sub.key)))
-            else:
-                self._keys[sub.key] = count
-        sub._close()
+        if self._core.remove(sub):
+            self._write()
 
     # ------------------------------------------------------------------ request / reply
 
     async def request(self, topic: str, payload: Any, timeout: float = 2.0) -> Any:
-        """Publish a request and return the first reply's payload (PROTOCOL §9)."""
-        if self._inbox is None:
-            prefix = "_INBOX." + os.urandom(8).hex()
-            inbox = Subscription(self, prefix + ".>", None, 1)
-            await self._add(inbox, _Inbox(self._requests), 5.0)
-            self._inbox = prefix
-        reply_to = f"{self._inbox}.{next(self._tokens)}"
-        fut = asyncio.get_running_loop().create_future()
-        self._requests[reply_to] = fut
+        """Publish `{"reply_to": inbox, "body": payload}` and return the first reply's payload."""
+        core = self._core
+        reply_to, reply, inbox_ack = core.expect_reply()
         try:
+            await self._confirm(core.inbox, inbox_ack, 5.0)
             await self.publish(topic, {"reply_to": reply_to, "body": payload})
-            return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
-            raise TimeoutError(f"request on {topic!r}: no answer within {timeout}s") from None
+            return await reply.wait(timeout, f"request on {topic!r}")
         finally:
-            self._requests.pop(reply_to, None)
+            core.forget_reply(reply_to)
 
     async def serve(
         self, topic: str, handler: Callable[[Any], Any], *, group: Optional[str] = None
     ) -> Subscription:
-        """Answer requests on `topic` with `handler(body)` (sync or async)."""
+        """Answer requests on `topic` with `handler(body)` (sync or async); returns the Subscription."""
 
         async def respond(msg: Message) -> None:
             p = msg.payload
@@ -432,139 +274,99 @@ class Hub(HubBase):
 
         return await self.subscribe(topic, group=group, callback=respond)
 
+    # ------------------------------------------------------------------ worker metrics timer
+
+    def _start_timer(self) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._tick)
+        except RuntimeError:
+            pass  # the loop has ended: nothing could send the metrics any more
+
+    def _tick(self) -> None:
+        delay = self._core.tick(self._loop.time())
+        self._write()
+        if delay is not None:
+            self._timer = self._loop.call_later(delay, self._tick)
+
     # ------------------------------------------------------------------ reading
 
     async def _read_forever(self) -> None:
         while True:
             error = await self._read()
-            if not self._lose(error) or not await self._reconnect_loop():
+            retry = self._lost(error)
+            self._writer.close()
+            if not retry or not await self._reconnect():
                 return
 
     async def _read(self) -> BaseException:
-        splitter = FrameSplitter(self._max_frame)
+        core = self._core
+        core.start_reading()
         read = self._reader.read
-        router, on_control, on_bad = self._router, self._on_message, self._on_bad
         while True:
             try:
-                data = await read(splitter.read_size(_READ_SIZE))
+                data = await read(core.read_size())
             except (OSError, asyncio.IncompleteReadError) as e:
                 return e
-            if not data:
-                return ConnectionClosed("the broker closed the connection")
+            error = core.receive(data)
+            if error is not None:
+                return error
+
+    # ------------------------------------------------------------------ connecting again
+
+    async def _reconnect(self) -> bool:
+        plan = self._core.reconnect_plan()
+        for delay in plan:
             try:
-                bodies = splitter.feed(data)
-            except ProtocolError as e:
-                return e
-            deliver(bodies, router, on_control, on_bad)
-
-    def _on_message(self, obj: Any) -> None:
-        if type(obj) is tuple and len(obj) == 2 and type(obj[0]) is str:
-            topic = obj[0]
-            if topic[:1] != "$":
-                for sub in self._router.lookup(topic):
-                    sub._push_many([obj])
-                return
-            if topic == "$pong":
-                fut = self._pongs.pop(obj[1], None) if hashable(obj[1]) else None
-                if fut is not None and not fut.done():
-                    fut.set_result(None)
-                return
-            if topic in ("$ok", "$error"):
-                head = self._acks.popleft() if self._acks else None
-                error = BrokerError(str(obj[1])) if topic == "$error" else None
-                if head is not None and not head.done():
-                    head.set_exception(error) if error else head.set_result(obj[1])
-                elif error is not None:
-                    self._report(error)
-                return
-        self._report(MphubError(f"unexpected frame from the broker: {obj!r:.200}"))
-
-    def _lose(self, error: BaseException) -> bool:
-        self._connected = False
-        self._state.clear()
-        self._writer.close()
-        gone = ConnectionClosed(f"connection lost: {error}")
-        for fut in [*self._acks, *self._pongs.values()]:
-            if fut is not None and not fut.done():
-                fut.set_exception(gone)
-        self._acks.clear()
-        self._pongs.clear()
-        retry = self._reconnect and not self._closing and not isinstance(error, AuthenticationError)
-        if not retry:
-            self._give_up(error)
-            return False
-        log.warning("mphub: connection to %s lost (%s); reconnecting", self.address, error)
-        self._call(self.on_disconnected)
-        return True
-
-    async def _reconnect_loop(self) -> bool:
-        first, most = self._wait_range
-        wait, attempt = first, 0
-        while self._max_attempts < 0 or attempt < self._max_attempts:
-            try:
-                await asyncio.wait_for(self._closed.wait(), wait * (0.5 + random.random()))
-                break
+                await asyncio.wait_for(self._closed.wait(), delay)
+                continue  # closing: the plan gives up
             except asyncio.TimeoutError:
                 pass
-            attempt += 1
-            wait = min(wait * 2, most)
             try:
-                self._reader, self._writer = await _open(self.address, self._authkey, self._timeout)
-            except AuthenticationError as e:
-                self._give_up(e)
-                return False
+                reader, writer = await open_streams(self.address, self._authkey, self._timeout)
             except (OSError, MphubError) as e:
-                log.info("mphub: reconnect attempt %d to %s failed: %s", attempt, self.address, e)
+                plan.failed(e)
                 continue
-            if self._closing:
-                self._writer.close()
-                break
-            self._acks.extend([None] * len(self._keys))
-            data = restore_frames(self._keys, self._protocol) + bytes(self._wbuf)
-            self._wbuf = bytearray()
-            self._writer.write(data)
-            self._connected = True
-            self._state.set()
-            self.reconnects += 1
-            log.warning("mphub: reconnected to %s", self.address)
-            self._call(self.on_reconnected)
-            return True
-        self._give_up(ConnectionClosed(f"gave up reconnecting to {self.address} after {attempt} attempts"))
+            if self._restore(reader, writer):
+                self._restored()
+                return True
         return False
 
-    def _give_up(self, error: BaseException) -> None:
-        self._lost = error
-        self._state.set()  # wake flushes waiting for a reconnect; they then raise
-        for s in list(self._subs):
-            s._close()
-        if not self._closing:
-            self._report(error)
+    def _restore(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Make (reader, writer) the connection and write what goes first; False if closing."""
+        self._reader, self._writer = reader, writer
+        first = self._core.on_connect()
+        if first is None:
+            writer.close()
+            return False
+        writer.write(first)
+        return True
 
-    # ------------------------------------------------------------------ errors, closing
+    # ------------------------------------------------------------------ closing
 
     async def close(self, timeout: float = 5.0) -> None:
         """Send what is buffered, say goodbye, wait for the broker to finish, close."""
-        if self._closing:
+        last = self._core.close()
+        if last is None:
             return
-        self._closing = True
         self._closed.set()
-        if self._connected:
-            self._wbuf += frame(pickle.dumps("close"))
-            self._write()
+        if self._timer is not None:
+            self._timer.cancel()
+        if last:
+            self._writer.write(last)
+            await self._drain()
             try:
-                await self._writer.drain()
                 if self._writer.can_write_eof():
                     self._writer.write_eof()
             except OSError:
                 pass
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except (asyncio.TimeoutError, Exception):
-            self._task.cancel()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except (asyncio.TimeoutError, Exception):
+                self._task.cancel()
         self._writer.close()
-        for s in list(self._subs):
-            s._close()
-        tasks = [s._task for s in self._subs if s._task is not None]
+        subs = self._core.close_subscriptions()
+        tasks = [s._task for s in subs if isinstance(s, Subscription) and s._task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
 
@@ -575,19 +377,8 @@ class Hub(HubBase):
         await self.close()
 
 
-class _Inbox:
-    def __init__(self, requests: Dict[str, asyncio.Future[Any]]) -> None:
-        self._requests = requests
-
-    def _push_many(self, batch: List[Tuple[str, Any]]) -> None:
-        for topic, payload in batch:
-            fut = self._requests.pop(topic, None)
-            if fut is not None and not fut.done():
-                fut.set_result(payload)
-
-
 async def connect(address: Optional[AddressLike] = None, **options: Any) -> Hub:
-    """`hub = await mphub.aio.connect("127.0.0.1:6000", authkey=b"...")`."""
+    """`hub = await mphub.aio.connect("127.0.0.1:6000", authkey=b"...")`; options as `mphub.Hub`."""
     return await Hub(address, **options)._start()
 
 

@@ -7,17 +7,18 @@
     seconds = hub.histogram("job_seconds", "Job duration", buckets=(0.1, 1, 10))
     seconds.observe(0.42)
 
-Updates are batched per hub and sent as one `("$metrics", ops)` frame on a short interval, on
-`hub.flush()` and on `hub.close()` (never lost on a clean close). Counter increments in one
-batch are summed; gauges are tracked here and sent as their current value (so a reconnect
-restores them); every observation is sent. PROTOCOL §10 is the wire.
+Both `mphub.Hub` and `mphub.aio.Hub` offer them. Updates are batched per hub and sent as one
+`("$metrics", ops)` frame on a short interval, on `hub.flush()` and on `hub.close()` (never
+lost on a clean close). Counter increments in one batch are summed; gauges are tracked here and
+sent as their current value (so a reconnect restores them); every observation is sent.
+PROTOCOL §10 is the wire.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -205,14 +206,17 @@ def options(
 
 
 class HubMetrics:
-    """A hub's metric families, its pending batch, and the thread that sends it on an interval."""
+    """A hub's metric families and their pending batch; no thread of its own.
 
-    def __init__(self, send: Any, interval: float) -> None:
+    `on_start` is called once, at the first update: the hub then sends the batch every
+    interval (`_core.Core.tick`), as well as on flush, on close and after a reconnect.
+    """
+
+    def __init__(self, on_start: Callable[[], None]) -> None:
         self.batch = Batch()
-        self._send = send  # callable(ops) -> None
-        self._interval = interval
-        self._timer: Optional[threading.Thread] = None
-        self._stop = threading.Event()
+        self.started = False
+        self._on_start = on_start
+        self._lock = threading.Lock()
         self._families: Dict[str, Family] = {}
 
     def family(self, name: str, kind: str, help: str, labels: Sequence[str], opts: Dict[str, Any]) -> Family:
@@ -224,20 +228,14 @@ class HubMetrics:
         return f
 
     def _changed(self) -> None:
-        if self._timer is None:
-            self._timer = threading.Thread(target=self._run, name="mphub-metrics", daemon=True)
-            self._timer.start()
+        if not self.started:
+            with self._lock:
+                first, self.started = not self.started, True
+            if first:
+                self._on_start()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.send()
-
-    def send(self, everything: bool = False) -> None:
-        """Send what is pending (everything: all declarations and gauges again)."""
+    def take(self, everything: bool = False) -> List[OpTuple]:
+        """The ops to send now (everything: all declarations and gauges again, after a reconnect)."""
         if everything or self.batch:
-            ops = self.batch.take(everything)
-            if ops:
-                self._send(ops)
-
-    def stop(self) -> None:
-        self._stop.set()
+            return self.batch.take(everything)
+        return []

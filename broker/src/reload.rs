@@ -1,0 +1,67 @@
+//! What a reload (SIGHUP) may change while the broker runs, and what needs a restart.
+//!
+//! Live: users, keys, permissions, payload policies, limits (frame size, outbound limit and
+//! policy, connections, subscriptions, timeouts) and the log level. Connections apply a new
+//! configuration to their next frame; a connection whose user was removed or whose key changed
+//! is closed. Not live: the listeners, the HTTP address and the cluster, which sockets and
+//! the NATS connection were made from; a reload keeps them as they are and says they need a
+//! restart.
+
+use crate::config::Config;
+
+/// What a reload does with a freshly loaded configuration.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The configuration to run with: the new one, with what cannot change live kept as is.
+    pub config: Config,
+    /// Settings that differ in the file but need a restart to take effect.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// Lays `new` over `old`, keeping what cannot change while running.
+pub fn merge(old: &Config, mut new: Config) -> Outcome {
+    let mut needs_restart = Vec::new();
+    let (o, n) = (&old.settings, &mut new.settings);
+    if o.listen != n.listen {
+        needs_restart.push("listen");
+        n.listen.clone_from(&o.listen);
+    }
+    if o.metrics != n.metrics {
+        needs_restart.push("metrics");
+        n.metrics = o.metrics;
+    }
+    if o.log_format != n.log_format {
+        needs_restart.push("log_format");
+        n.log_format = o.log_format;
+    }
+    if o.arriving_limit != n.arriving_limit {
+        // One budget shared by every connection, sized at start.
+        needs_restart.push("arriving_limit");
+        n.arriving_limit = o.arriving_limit;
+    }
+    if old.cluster != new.cluster {
+        needs_restart.push("cluster");
+        new.cluster.clone_from(&old.cluster);
+    }
+    Outcome {
+        config: new,
+        needs_restart,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ListenAddr, Size};
+
+    #[test]
+    fn listeners_stay_and_limits_change() {
+        let old = Config::with_listeners(vec![ListenAddr::parse("127.0.0.1:1").unwrap()], None);
+        let mut new = Config::with_listeners(vec![ListenAddr::parse("127.0.0.1:2").unwrap()], None);
+        new.settings.max_frame = Size(10);
+        let out = merge(&old, new);
+        assert_eq!(out.needs_restart, vec!["listen"]);
+        assert_eq!(out.config.settings.listen, old.settings.listen);
+        assert_eq!(out.config.settings.max_frame, Size(10));
+    }
+}

@@ -1,0 +1,541 @@
+"""The hub's state and decisions, with no sockets, threads or event loop.
+
+`mphub.Hub` (threads) and `mphub.aio.Hub` (asyncio) are drivers: they connect, read, write,
+wait and run a timer. Everything they decide alike is decided here, once:
+
+- subscriptions: local routing (`_dispatch.Router`) and one broker subscription per
+  (pattern, group) key, counted: the first local subscriber sends `$sub`, the last `$unsub`;
+- answers: `$sub`/`$unsub` wait for `$ok`/`$error` in order (the broker answers in order),
+  `$ping` tokens for their `$pong`, requests for their reply on the hub's inbox;
+- the write buffer: every frame goes into one bytearray; `put` tells the driver when to write
+  it, and bounds what may wait for a reconnect;
+- the connection's life: what goes first on every connect (each key's `$sub`, all worker
+  metrics, then what was buffered meanwhile), what a loss fails, whether and how to reconnect
+  (`_reconnect.ReconnectPlan`), giving up;
+- what each control frame from the broker means (`_on_control`);
+- what is done on a timer (`tick`): worker metrics every `metrics_interval`.
+
+Drivers wait on waiters the core makes with their factory (a `threading.Event` in
+`client.EventWaiter`, an asyncio future in `aio.FutureWaiter`); the core only calls
+`waiter.set(value, error)`. State changes under the lock the driver gives: a
+`threading.Lock` when any thread may call (the threaded hub), `NO_LOCK` when all calls come
+from one thread (the asyncio hub's loop: a publish then takes no lock at all). Waiters are set and
+callbacks called outside it.
+
+Where features to come belong, so that both hubs get them at once:
+- `("$hello", {"name": ...})` on every connect: the first frame `on_connect` returns, its
+  `$ok` expected in `_acks` ahead of the restored keys';
+- keepalive: `tick` buffers a `$ping` after `ping_interval` of silence (its token in
+  `_pongs`) and, past `max_outstanding_pings` unanswered, tells the driver the connection is
+  dead; the driver closes it and `lose`/`ReconnectPlan` take over as after any loss;
+- TLS: the drivers' connection setup (`_connect`); nothing here changes;
+- a restricted unpickler (`payloads="data"`): the `loads` that `receive` hands to
+  `_dispatch.deliver`, which knows the subscriptions of a refused frame's topic (read from its
+  envelope, as the broker does) to count the refusal on, and reports it through `_on_bad`;
+- a frame size the broker announces: a second limit beside `max_frame` in `put`, warned
+  about instead of refused.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import pickle
+import struct
+import threading
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Generic, List, Optional, Protocol, Tuple, TypeVar, Union
+
+from ._connect import READ_SIZE
+from ._dispatch import Router, deliver
+from ._reconnect import ReconnectPlan
+from ._wire import FrameSplitter, ProtocolError, frame, header
+from .errors import AuthenticationError, BrokerError, BufferFullError, ConnectionClosed, MphubError
+from .metrics import HubMetrics
+
+log = logging.getLogger("mphub")
+Key = Tuple[str, Optional[str]]
+
+# What `put` asks of the driver.
+IDLE = 0  # nothing: a write is already due, or the hub is disconnected
+SOON = 1  # write soon: wake the flusher thread, or schedule a write on the event loop
+NOW = 2  # write now, from the caller
+
+_pack_len = struct.Struct("!i").pack
+_dumps = pickle.dumps
+_CLOSE = pickle.dumps("close")  # the goodbye of the seed's convention (PROTOCOL §4)
+
+
+class Waiter(Protocol):
+    """One answer awaited by one caller; the driver's own type adds the waiting."""
+
+    def set(self, value: Any = None, error: Optional[BaseException] = None) -> None: ...
+
+
+W = TypeVar("W", bound=Waiter)
+
+
+def wire_arg(key: Key) -> Any:
+    """The `$sub`/`$unsub` argument for a key: the pattern, or (pattern, group)."""
+    pattern, group = key
+    return pattern if group is None else (pattern, group)
+
+
+def _hashable(x: Any) -> bool:
+    try:
+        hash(x)
+    except TypeError:
+        return False
+    return True
+
+
+class Inbox:
+    """The hub's reply subscription, `_INBOX.<random>.>`: each reply sets the waiter of the
+    request it answers (PROTOCOL §9)."""
+
+    group: Optional[str] = None
+
+    def __init__(self, replies: Dict[str, Any]) -> None:
+        self.prefix = "_INBOX." + os.urandom(8).hex()
+        self.pattern = self.prefix + ".>"
+        self._replies = replies
+
+    def _push_many(self, batch: List[Tuple[str, Any]]) -> None:
+        for topic, payload in batch:
+            waiter = self._replies.pop(topic, None)
+            if waiter is not None:
+                waiter.set(payload)
+
+    def _close(self) -> None:
+        """Nothing to end: a request still waiting times out on its own."""
+
+
+class NoLock:
+    """The lock of a core whose every call comes from one thread."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def acquire(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        return None
+
+
+NO_LOCK = NoLock()
+Lock = Union["threading.Lock", NoLock]
+
+
+class Core(Generic[W]):
+    """One hub's state. The driver gives it a waiter factory, `report` (the hub's `on_error`
+    path), `start_timer` (called once, when `tick` first has work) and its `lock` (see the
+    module's doc); the options are the hub's (see `mphub.Hub`), `idle` is the flavour's quiet
+    spell after which a publish is written at once (`put`)."""
+
+    def __init__(
+        self,
+        new_waiter: Callable[[], W],
+        report: Callable[[BaseException], None],
+        start_timer: Callable[[], None],
+        lock: Lock,
+        *,
+        address: object,
+        idle: float,
+        max_frame: int,
+        flush_size: int,
+        reconnect: bool,
+        max_reconnect_attempts: int,
+        reconnect_wait: Tuple[float, float],
+        reconnect_buffer: int,
+        pickle_protocol: int,
+        metrics_interval: float,
+    ) -> None:
+        self.address = address
+        self.max_frame = max_frame
+        self.protocol = pickle_protocol
+        self.reconnect = reconnect
+        self.max_attempts = max_reconnect_attempts
+        self.wait_range = reconnect_wait
+        self.connected = False
+        self.closing = False
+        self.lost: Optional[BaseException] = None
+        self.router: Router[Any] = Router()
+        self.metrics = HubMetrics(start_timer)
+        self.inbox: Optional[Inbox] = None
+        self._new_waiter = new_waiter
+        self._report = report
+        self._idle = idle
+        self._flush_size = flush_size
+        self._offline_limit = reconnect_buffer
+        self._metrics_interval = metrics_interval
+        self._lock = lock
+        self._acquire, self._release = lock.acquire, lock.release
+        # Every publish calls `put` (see `_put`): with one thread there is no lock to take.
+        self.put: Callable[[bytes, float], int] = self._put if lock is NO_LOCK else self._put_locked
+        self._subs: List[Any] = []
+        self._keys: Dict[Key, int] = {}
+        self._acks: Deque[Optional[W]] = deque()  # one per $sub/$unsub sent, in order
+        self._pongs: Dict[Any, W] = {}
+        self._ready: List[W] = []  # waiting for a connection
+        self._replies: Dict[str, W] = {}
+        self._tokens = itertools.count(1)
+        self._wbuf = bytearray()
+        self._asks: List[Tuple[int, int]] = []  # where $sub/$unsub frames stand in _wbuf
+        self._write_due = False
+        self._last_put = 0.0
+        self._metrics_due: Optional[float] = None
+        self._splitter = FrameSplitter(max_frame)
+        self._control = self._on_control  # bound once: `receive` passes them every chunk
+        self._bad = self._on_bad
+
+    # ------------------------------------------------------------------ the write buffer
+
+    def _put_locked(self, body: bytes, now: float) -> int:
+        self._acquire()  # not `with`: this is every publish's path, and the `with` costs more
+        try:
+            return self._put(body, now)
+        finally:
+            self._release()
+
+    def _put(self, body: bytes, now: float) -> int:
+        """`put`: frame a pickled `body` into the write buffer; returns what the driver should do.
+
+        `now` is a monotonic clock in seconds. The first put after `idle` seconds without one
+        is to be written NOW (a lone message then costs what the stock client's send does);
+        later ones SOON, so that under load many share one write; NOW again past `flush_size`
+        buffered bytes; IDLE while a write is already due or the hub is disconnected. Raises
+        ValueError over `max_frame`; while disconnected, `BufferFullError` past
+        `reconnect_buffer` bytes and `ConnectionClosed` once closed or given up.
+        """
+        n = len(body)
+        if n > self.max_frame:
+            raise ValueError(f"message of {n} bytes is over max_frame ({self.max_frame})")
+        connected = self.connected
+        if not connected:
+            self._check_offline(n)
+        buf = self._wbuf
+        buf += _pack_len(n) if n <= 0x7FFFFFFF else header(n)
+        buf += body
+        todo = IDLE
+        if not self._write_due:
+            self._write_due = True
+            todo = NOW if now - self._last_put >= self._idle else SOON
+        self._last_put = now
+        if len(buf) >= self._flush_size:
+            todo = NOW
+        return todo if connected else IDLE
+
+    def take_output(self) -> Optional[bytearray]:
+        """Everything buffered, to write now; None while disconnected or if there is nothing."""
+        with self._lock:
+            self._write_due = False
+            if not self.connected or not self._wbuf:
+                return None
+            data, self._wbuf = self._wbuf, bytearray()
+            self._asks = []
+            return data
+
+    def _check_offline(self, n: int) -> None:
+        """Raise unless `n` more bytes may wait for a reconnect (caller holds the lock)."""
+        if self.closing:
+            raise ConnectionClosed("the hub is closed")
+        if self.lost is not None:
+            raise ConnectionClosed(f"the connection is lost: {self.lost}")
+        if len(self._wbuf) + n > self._offline_limit:
+            raise BufferFullError(
+                f"disconnected, and {len(self._wbuf)} bytes of publishes already wait "
+                f"(reconnect_buffer={self._offline_limit})"
+            )
+
+    def _frame(self, obj: Any) -> bytes:
+        return frame(_dumps(obj, self.protocol))
+
+    def _ask(self, request: Any, waiter: Optional[W]) -> None:
+        """Buffer a request the broker answers with `$ok`/`$error` (caller holds the lock)."""
+        self._acks.append(waiter)
+        start = len(self._wbuf)
+        self._wbuf += self._frame(request)
+        self._asks.append((start, len(self._wbuf)))
+
+    def _metrics_ops(self, everything: bool) -> bytes:
+        ops = self.metrics.take(everything)
+        return self._frame(("$metrics", ops)) if ops else b""
+
+    # ------------------------------------------------------------------ subscriptions
+
+    def add(self, sub: Any) -> Optional[W]:
+        """Register `sub` (it has `pattern`, `group`, `_close()` and takes `_push_many`).
+
+        The first of its (pattern, group) key buffers `$sub` and returns the waiter of the
+        broker's answer; None when the broker has the key already, or while disconnected (the
+        reconnect sends every key). Raises `ConnectionClosed`, closing `sub`, once the hub is
+        closed or has given up.
+        """
+        with self._lock:
+            if not self.closing and self.lost is None:
+                return self._add(sub)
+        sub._close()
+        raise ConnectionClosed("the hub is closed")
+
+    def _add(self, sub: Any) -> Optional[W]:
+        key = (sub.pattern, sub.group)
+        self.router.add(sub.pattern, sub)
+        self._subs.append(sub)
+        count = self._keys.get(key, 0)
+        self._keys[key] = count + 1
+        if count or not self.connected:
+            return None
+        waiter = self._new_waiter()
+        self._ask(("$sub", wire_arg(key)), waiter)
+        return waiter
+
+    def remove(self, sub: Any) -> bool:
+        """Forget and close `sub`; the last of its key buffers `$unsub`. True if it did."""
+        asked = False
+        with self._lock:
+            if sub in self._subs:
+                self._subs.remove(sub)
+                self.router.remove(sub)
+                key = (sub.pattern, sub.group)
+                count = self._keys.get(key, 0) - 1
+                if count > 0:
+                    self._keys[key] = count
+                else:
+                    self._keys.pop(key, None)
+                    if self.connected:  # nobody waits for this answer: an $error goes to on_error
+                        self._ask(("$unsub", wire_arg(key)), None)
+                        asked = True
+                if sub is self.inbox:
+                    self.inbox = None
+        sub._close()
+        return asked
+
+    def failed(self, sub: Any, error: BaseException) -> bool:
+        """The answer to `sub`'s `$sub` did not come: True if the caller should raise `error`.
+
+        A connection lost while reconnects are on keeps `sub`: the reconnect restores its key.
+        Anything else (a refusal, a timeout, giving up) removes it.
+        """
+        if isinstance(error, ConnectionClosed) and self.reconnect and not self.closing and self.lost is None:
+            return False
+        self.remove(sub)
+        return True
+
+    def close_subscriptions(self) -> List[Any]:
+        """Close every subscription (what is queued stays readable); returns them."""
+        with self._lock:
+            subs = list(self._subs)
+        for s in subs:
+            s._close()
+        return subs
+
+    # ------------------------------------------------------------------ barrier, request/reply
+
+    def when_connected(self) -> Optional[W]:
+        """None if connected; else a waiter set at the reconnect, or failed when the hub gives up
+        or closes. Raises as `put` does while disconnected."""
+        with self._lock:
+            if self.connected:
+                return None
+            self._check_offline(0)
+            waiter = self._new_waiter()
+            self._ready.append(waiter)
+            return waiter
+
+    def ping(self) -> Tuple[int, W]:
+        """Buffer pending worker metrics and a `$ping`: returns its token and the waiter its
+        `$pong` sets, once the broker has routed everything this hub sent before."""
+        with self._lock:
+            token = next(self._tokens)
+            waiter = self._pongs[token] = self._new_waiter()
+            self._wbuf += self._metrics_ops(False) + self._frame(("$ping", token))
+        return token, waiter
+
+    def forget_pong(self, token: int) -> None:
+        with self._lock:
+            self._pongs.pop(token, None)
+
+    def expect_reply(self) -> Tuple[str, W, Optional[W]]:
+        """A reply topic on this hub's inbox, and the waiter its reply sets.
+
+        The first call also subscribes the inbox and returns the waiter of that `$sub` third
+        (else None). It is buffered ahead of anything published next, so the broker has it
+        before it routes the request.
+        """
+        with self._lock:
+            if self.closing or self.lost is not None:
+                raise ConnectionClosed("the hub is closed")
+            ack = None
+            if self.inbox is None:
+                self.inbox = Inbox(self._replies)
+                ack = self._add(self.inbox)
+            reply_to = f"{self.inbox.prefix}.{next(self._tokens)}"
+            waiter = self._replies[reply_to] = self._new_waiter()
+        return reply_to, waiter, ack
+
+    def forget_reply(self, reply_to: str) -> None:
+        self._replies.pop(reply_to, None)
+
+    # ------------------------------------------------------------------ receiving
+
+    def start_reading(self) -> None:
+        """A connection's first read is next: no partial frame carries over."""
+        self._splitter = FrameSplitter(self.max_frame)
+
+    def read_size(self) -> int:
+        """How much the next read should ask for."""
+        return self._splitter.read_size(READ_SIZE)
+
+    def receive(self, data: bytes) -> Optional[BaseException]:
+        """Hand what one read returned to the subscriptions and control frames to
+        `_on_control`. Returns the error that ends the connection: the broker closed it
+        (`data` is empty), or sent something that is not a frame."""
+        if not data:
+            return ConnectionClosed("the broker closed the connection")
+        try:
+            bodies = self._splitter.feed(data)
+        except ProtocolError as e:
+            return e
+        deliver(bodies, self.router, self._control, self._bad)
+        return None
+
+    def _on_control(self, obj: Any) -> None:
+        """A frame that is not a message: `$pong`, `$ok` or `$error`; anything else is reported."""
+        if type(obj) is tuple and len(obj) == 2 and type(obj[0]) is str:
+            topic, arg = obj
+            if topic == "$pong":
+                with self._lock:
+                    pong = self._pongs.pop(arg, None) if _hashable(arg) else None
+                if pong is not None:
+                    pong.set()
+                return
+            if topic == "$ok" or topic == "$error":
+                error = BrokerError(str(arg)) if topic == "$error" else None
+                with self._lock:
+                    head = self._acks.popleft() if self._acks else None
+                if head is not None:
+                    head.set(arg, error)
+                elif error is not None:
+                    self._report(error)  # e.g. a key the reconnect could not restore
+                return
+        self._report(MphubError(f"unexpected frame from the broker: {obj!r:.200}"))
+
+    def _on_bad(self, error: BaseException) -> None:
+        self._report(MphubError(f"a message could not be unpickled: {error!r}"))
+
+    # ------------------------------------------------------------------ the connection's life
+
+    def on_connect(self) -> Optional[bytearray]:
+        """A connection is up and authenticated: what to write on it first, or None if the hub
+        is closing (drop the connection).
+
+        Every key's `$sub` (their answers come first), all worker metrics again, then what was
+        buffered meanwhile, minus `$sub`/`$unsub` frames a lost connection never sent: the
+        keys say what holds now, and a late `$unsub` would undo a key restored before it.
+        """
+        with self._lock:
+            if self.closing:
+                return None
+            out = bytearray()
+            for key in self._keys:
+                out += self._frame(("$sub", wire_arg(key)))
+                self._acks.append(None)
+            out += self._metrics_ops(True)
+            pos = 0
+            for start, end in self._asks:
+                out += self._wbuf[pos:start]
+                pos = end
+            out += self._wbuf[pos:]
+            self._wbuf, self._asks, self._write_due = bytearray(), [], False
+            self.connected = True
+            ready, self._ready = self._ready, []
+        for w in ready:
+            w.set()
+        return out
+
+    def lose(self, error: BaseException) -> bool:
+        """The connection ended with `error`: fail what waited for an answer on it. True if the
+        driver should reconnect; else the hub has given up (see `give_up`)."""
+        with self._lock:
+            self.connected = False
+            pending = [*self._acks, *self._pongs.values()]
+            self._acks.clear()
+            self._pongs.clear()
+            retry = self.reconnect and not self.closing and not isinstance(error, AuthenticationError)
+        gone = ConnectionClosed(f"connection lost: {error}")
+        for w in pending:
+            if w is not None:
+                w.set(error=gone)
+        if retry:
+            log.warning("mphub: connection to %s lost (%s); reconnecting", self.address, error)
+        else:
+            self._end(error, gone)
+        return retry
+
+    def reconnect_plan(self) -> ReconnectPlan:
+        """The attempts of the outage that just began (see `_reconnect`)."""
+        return ReconnectPlan(
+            self.address, self.max_attempts, self.wait_range, self.give_up, lambda: self.closing
+        )
+
+    def give_up(self, error: BaseException) -> None:
+        """No more connections: fail what waits for one, close every subscription, and report
+        `error` unless the hub is closing."""
+        self._end(error, error)
+
+    def _end(self, cause: BaseException, report: BaseException) -> None:
+        with self._lock:
+            self.lost = cause
+            ready, self._ready = self._ready, []
+            closing = self.closing
+        for w in ready:
+            w.set(error=ConnectionClosed(f"the connection is lost: {cause}"))
+        self.close_subscriptions()
+        if not closing:
+            self._report(report)
+
+    def close(self) -> Optional[bytearray]:
+        """Start closing. None if already closing; else the last bytes to write: pending worker
+        metrics, everything buffered and the goodbye (empty while disconnected). From now on
+        `put` raises `ConnectionClosed`."""
+        with self._lock:
+            if self.closing:
+                return None
+            self.closing = True
+            out = bytearray()
+            if self.connected:
+                self.connected = False
+                self._wbuf += self._metrics_ops(False) + frame(_CLOSE)
+                out, self._wbuf = self._wbuf, bytearray()
+            ready, self._ready = self._ready, []
+        for w in ready:
+            w.set(error=ConnectionClosed("the hub is closed"))
+        return out
+
+    # ------------------------------------------------------------------ the timer
+
+    def tick(self, now: float) -> Optional[float]:
+        """Do what is due at `now` (monotonic seconds) and return the seconds until the next
+        call is due, or None when nothing is scheduled. The driver writes the buffer after.
+
+        Today: pending worker metrics every `metrics_interval` once a metric has changed (not
+        while disconnected: the reconnect sends them all). Keepalive pings belong here too.
+        """
+        if not self.metrics.started or self.closing:
+            return None
+        due = self._metrics_due
+        if due is not None and now < due:
+            return due - now
+        if due is not None:
+            with self._lock:
+                if self.connected:
+                    self._wbuf += self._metrics_ops(False)
+        self._metrics_due = now + self._metrics_interval
+        return self._metrics_interval
