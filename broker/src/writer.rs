@@ -97,7 +97,7 @@ pub async fn run(
         outbox.replies_done(batch.iter().filter(|q| q.reply).count() as u64);
         if let (true, Some(q)) = (timing, batch.first()) {
             // One sample per write: the oldest frame of the batch, which waited longest.
-            metrics.queue_wait.observe(q.at.elapsed().as_secs_f64());
+            metrics.queue_wait.observe(q.waited().as_secs_f64());
         }
         batch.clear();
         if n < BATCH / 8 {

@@ -86,6 +86,14 @@ impl std::fmt::Display for Close {
     }
 }
 
+/// What the read loop's one timer is for.
+#[derive(Debug, Clone, Copy)]
+enum Timer {
+    Frame,
+    Idle,
+    Silent,
+}
+
 /// The frame at the front of the buffer while it is still arriving: when it must be whole,
 /// and its share of the broker-wide budget.
 #[derive(Debug, Default)]
@@ -124,6 +132,7 @@ pub(super) async fn read_loop(
     let mut heard = !buf.is_empty() || session.config().users.ring().is_some();
     let mut watching = true;
     let mut arrival = Arrival::default();
+    let silent_at = Instant::now() + SILENT_HINT;
     loop {
         // A reload applies to the next frame: check before handling what was just read.
         if watching && config.has_changed().unwrap_or(false) {
@@ -214,8 +223,16 @@ pub(super) async fn read_loop(
         }
 
         let spare = buf.capacity() - buf.len();
-        let idle = buf.is_empty() && buf.capacity() > READ_MIN;
-        let deadline = arrival.deadline;
+        // One timer at a time (each costs the connection's task its size): a frame's deadline
+        // while one is arriving, else giving an idle buffer back, else the no-auth hint.
+        let timer = match arrival.deadline {
+            Some(at) => Some((at, Timer::Frame)),
+            None if buf.is_empty() && buf.capacity() > READ_MIN => {
+                Some((Instant::now() + IDLE, Timer::Idle))
+            }
+            None if !heard => Some((silent_at, Timer::Silent)),
+            None => None,
+        };
         // Cancel safety: `read_buf` is cancel safe (no bytes are lost when another branch
         // wins), and so are `cancelled`, `changed` (a change not seen stays marked), `sleep`
         // and `sleep_until`.
@@ -234,34 +251,38 @@ pub(super) async fn read_loop(
                 continue;
             }
             r = r.read_buf(buf) => r,
-            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)),
-                if deadline.is_some() =>
+            _ = tokio::time::sleep_until(timer.map_or_else(Instant::now, |t| t.0)),
+                if timer.is_some() =>
             {
-                session.refuse(
-                    "frame_timeout",
-                    &format!(
-                        "a frame was not complete within {}s of its first byte \
-                         (--frame-timeout); closing the connection",
-                        frame_timeout.as_secs_f64()
-                    ),
-                );
-                session.fold();
-                return Close::FrameTimeout(frame_timeout);
-            }
-            _ = tokio::time::sleep(IDLE), if idle => {
-                // Nothing buffered for a while: give the buffer back (one grown by a burst of
-                // reads would otherwise stay for the connection's life).
-                *buf = BytesMut::new();
-                room = READ_MIN;
-                continue;
-            }
-            _ = tokio::time::sleep(SILENT_HINT), if !heard => {
-                info!(
-                    "no data after {}s: if this client passes an authkey, it is waiting for a \
-                     challenge that this broker (running without an authkey) never sends",
-                    SILENT_HINT.as_secs()
-                );
-                heard = true;
+                match timer.map(|t| t.1) {
+                    Some(Timer::Frame) => {
+                        session.refuse(
+                            "frame_timeout",
+                            &format!(
+                                "a frame was not complete within {}s of its first byte \
+                                 (--frame-timeout); closing the connection",
+                                frame_timeout.as_secs_f64()
+                            ),
+                        );
+                        session.fold();
+                        return Close::FrameTimeout(frame_timeout);
+                    }
+                    Some(Timer::Idle) => {
+                        // Nothing buffered for a while: give the buffer back (one grown by a
+                        // burst of reads would otherwise stay for the connection's life).
+                        *buf = BytesMut::new();
+                        room = READ_MIN;
+                    }
+                    Some(Timer::Silent) | None => {
+                        info!(
+                            "no data after {}s: if this client passes an authkey, it is \
+                             waiting for a challenge that this broker (running without an \
+                             authkey) never sends",
+                            SILENT_HINT.as_secs()
+                        );
+                        heard = true;
+                    }
+                }
                 continue;
             }
         };
