@@ -49,7 +49,7 @@ pub struct Queued {
 impl Queued {
     /// How long it has been queued.
     pub fn waited(&self) -> Duration {
-        Duration::from_nanos(stamp(Instant::now()).saturating_sub(self.at))
+        Duration::from_nanos(Stamp::of(Instant::now()).0.saturating_sub(self.at))
     }
 }
 
@@ -59,9 +59,16 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-/// `at` as nanoseconds since [`epoch`] (0 for anything earlier).
-fn stamp(at: Instant) -> u64 {
-    u64::try_from(at.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX)
+/// When a frame was routed, as nanoseconds since the process's queue epoch: taken once per
+/// publish and handed to every subscriber's outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp(u64);
+
+impl Stamp {
+    /// `at` as a stamp (0 for anything before the epoch).
+    pub fn of(at: Instant) -> Stamp {
+        Stamp(u64::try_from(at.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX))
+    }
 }
 
 /// What happened to one message offered to an outbox.
@@ -131,7 +138,7 @@ pub struct Outbox {
     closed: AtomicU8,
     /// Told whenever the writer has written something.
     progress: Notify,
-    /// Bytes written over the connection's life (so a waiter can tell progress from a stale
+    /// Writes made while the reader was stalled (so a waiter can tell progress from a stale
     /// wake-up).
     sent: AtomicU64,
     /// Whether the reader is stalled behind its replies (only then does the writer notify).
@@ -194,7 +201,7 @@ impl Outbox {
     }
 
     /// Offers one message (a shared reference to it: no copy), routed at `at`.
-    pub fn deliver(&self, frame: &Bytes, at: Instant) -> Delivery {
+    pub fn deliver(&self, frame: &Bytes, at: Stamp) -> Delivery {
         if self.kill.is_cancelled() {
             return self.refused();
         }
@@ -221,7 +228,7 @@ impl Outbox {
         }
         let queued = Queued {
             frame: frame.clone(),
-            at: stamp(at),
+            at: at.0,
             reply: false,
         };
         if self.tx.send(queued).is_err() {
@@ -248,7 +255,7 @@ impl Outbox {
         self.replies.fetch_add(1, Ordering::AcqRel);
         let queued = Queued {
             frame,
-            at: stamp(Instant::now()),
+            at: Stamp::of(Instant::now()).0,
             reply: true,
         };
         if self.tx.send(queued).is_err() {
@@ -293,8 +300,9 @@ impl Outbox {
     /// The writer reports bytes it has written (after each system call).
     pub fn written(&self, bytes: u64) {
         self.queued.fetch_sub(bytes, Ordering::AcqRel);
-        self.sent.fetch_add(bytes, Ordering::AcqRel);
+        // Only a stalled reader waits for progress; otherwise this is one load.
         if self.stalled.load(Ordering::Acquire) {
+            self.sent.fetch_add(1, Ordering::AcqRel);
             self.progress.notify_one();
         }
     }
@@ -356,8 +364,8 @@ mod tests {
         let (o, _rx) = outbox(10, SlowConsumer::Drop);
         let eight = Bytes::from_static(&[0; 8]);
         let now = Instant::now();
-        assert_eq!(o.deliver(&eight, now), Delivery::Queued);
-        assert_eq!(o.deliver(&eight, now), Delivery::Dropped);
+        assert_eq!(o.deliver(&eight, Stamp::of(now)), Delivery::Queued);
+        assert_eq!(o.deliver(&eight, Stamp::of(now)), Delivery::Dropped);
         assert!(!o.replies_over_limit());
         o.reply(eight.clone());
         assert_eq!(o.queued(), 16);
@@ -370,7 +378,7 @@ mod tests {
     fn a_message_larger_than_the_limit_alone_never_stalls_the_reader() {
         let (o, _rx) = outbox(10, SlowConsumer::Disconnect);
         assert_eq!(
-            o.deliver(&Bytes::from(vec![0; 50]), Instant::now()),
+            o.deliver(&Bytes::from(vec![0; 50]), Stamp::of(Instant::now())),
             Delivery::Queued
         );
         assert!(!o.replies_over_limit());
@@ -381,14 +389,14 @@ mod tests {
         let (o, _rx) = outbox(10, SlowConsumer::Disconnect);
         let eight = Bytes::from_static(&[0; 8]);
         let now = Instant::now();
-        assert_eq!(o.deliver(&eight, now), Delivery::Queued);
-        assert_eq!(o.deliver(&eight, now), Delivery::Disconnected);
-        assert_eq!(o.deliver(&eight, now), Delivery::Dropped);
+        assert_eq!(o.deliver(&eight, Stamp::of(now)), Delivery::Queued);
+        assert_eq!(o.deliver(&eight, Stamp::of(now)), Delivery::Disconnected);
+        assert_eq!(o.deliver(&eight, Stamp::of(now)), Delivery::Dropped);
         assert!(!o.close(Closed::WriteFailed));
         assert_eq!(o.closed_why(), Closed::SlowConsumer);
         let (gone, _) = outbox(10, SlowConsumer::Disconnect);
         gone.close(Closed::WriteFailed);
-        assert_eq!(gone.deliver(&eight, now), Delivery::Closed);
+        assert_eq!(gone.deliver(&eight, Stamp::of(now)), Delivery::Closed);
     }
 
     #[tokio::test(start_paused = true)]
