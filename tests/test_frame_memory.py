@@ -95,7 +95,7 @@ def test_frames_that_never_finish_are_given_up_and_their_memory_freed(start_brok
 def test_large_frames_still_arriving_never_hold_more_than_the_arriving_limit(start_broker):
     b = start_broker("--frame-timeout", "2", "--arriving-limit", "64MiB", "--max-frame", "64MiB")
     start = b.rss_kib()
-    clients, threads = hold_partial_frames(b, 5, 60 * MIB, 59 * MIB)
+    clients, _ = hold_partial_frames(b, 5, 60 * MIB, 59 * MIB)
     # The first frame gets the budget; the others are not read until it is free again, and the
     # frame timeout gives every one of them up in turn.
     assert b.wait_for_log("a frame was not complete within", count=5, timeout=120)

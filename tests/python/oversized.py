@@ -26,4 +26,4 @@ def send_oversized(addr, key, size):
 if __name__ == "__main__":
     got = send_oversized(parse_addr(sys.argv[1]), bytes.fromhex(sys.argv[2]), int(sys.argv[3]))
     assert got[0] == "$error" and "exceeds the limit" in got[1], got
-    print("ok oversized %d.%d" % sys.version_info[:2], flush=True)
+    print("ok oversized {}.{}".format(*sys.version_info[:2]), flush=True)
