@@ -1,5 +1,5 @@
-//! Listeners and streams of every kind the broker serves: TCP (v4, v6) and Unix sockets
-//! (paths and Linux abstract names), behind one type each.
+//! Listeners and streams of every kind the broker serves: TCP (v4, v6), Unix sockets (paths
+//! and Linux abstract names) and TLS over TCP (`tls.rs` does the TLS), behind one type each.
 
 use std::io;
 use std::pin::Pin;
@@ -9,12 +9,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{tcp, unix, TcpListener, UnixListener};
 
 use crate::config::ListenAddr;
+use crate::tls;
 
 /// A bound listener.
 #[derive(Debug)]
 pub enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
+    /// A TCP listener whose connections start with a TLS handshake (`tls::accept`).
+    Tls(TcpListener),
 }
 
 /// A bound listener and the address it really has (port 0 resolved).
@@ -24,6 +27,11 @@ pub async fn bind(addr: &ListenAddr) -> io::Result<(Listener, ListenAddr)> {
             let l = TcpListener::bind(a).await?;
             let local = l.local_addr()?;
             Ok((Listener::Tcp(l), ListenAddr::Tcp(local)))
+        }
+        ListenAddr::Tls(a) => {
+            let l = TcpListener::bind(a).await?;
+            let local = l.local_addr()?;
+            Ok((Listener::Tls(l), ListenAddr::Tls(local)))
         }
         ListenAddr::Unix(path) => {
             // A socket file left by an earlier run would make bind fail; only remove a socket.
@@ -49,12 +57,18 @@ pub async fn bind(addr: &ListenAddr) -> io::Result<(Listener, ListenAddr)> {
 }
 
 impl Listener {
-    /// Accepts one connection: the stream and a printable peer address.
+    /// True when accepted streams must go through `tls::accept` before anything else.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Listener::Tls(_))
+    }
+
+    /// Accepts one connection: the stream and a printable peer address. (On a TLS listener,
+    /// the TCP stream, before the TLS handshake.)
     ///
     /// Cancel safety: cancel safe (tokio's `accept` is).
     pub async fn accept(&self) -> io::Result<(Stream, String)> {
         match self {
-            Listener::Tcp(l) => {
+            Listener::Tcp(l) | Listener::Tls(l) => {
                 let (s, peer) = l.accept().await?;
                 s.set_nodelay(true)?;
                 Ok((Stream::Tcp(s), peer.to_string()))
@@ -72,6 +86,8 @@ impl Listener {
 pub enum Stream {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
+    /// TLS over TCP, after the TLS handshake.
+    Tls(Box<tls::TlsStream>),
 }
 
 impl Stream {
@@ -86,6 +102,10 @@ impl Stream {
                 let (r, w) = s.into_split();
                 (ReadHalf::Unix(r), WriteHalf::Unix(w))
             }
+            Stream::Tls(s) => {
+                let (r, w) = tls::split(*s);
+                (ReadHalf::Tls(r), WriteHalf::Tls(w))
+            }
         }
     }
 }
@@ -95,6 +115,7 @@ impl Stream {
 pub enum ReadHalf {
     Tcp(tcp::OwnedReadHalf),
     Unix(unix::OwnedReadHalf),
+    Tls(tls::ReadHalf),
 }
 
 /// The writing half of a [`Stream`].
@@ -102,15 +123,20 @@ pub enum ReadHalf {
 pub enum WriteHalf {
     Tcp(tcp::OwnedWriteHalf),
     Unix(unix::OwnedWriteHalf),
+    Tls(tls::WriteHalf),
 }
 
 impl ReadHalf {
     /// Asks the kernel to acknowledge what it received at once. Stock Python clients leave
     /// Nagle on: without a quick ACK their next small send can wait for our delayed ACK.
     pub fn quickack(&self) {
-        if let ReadHalf::Tcp(r) = self {
-            let sock = socket2::SockRef::from(r.as_ref());
-            let _ = sock.set_quickack(true);
+        match self {
+            ReadHalf::Tcp(r) => {
+                let sock = socket2::SockRef::from(r.as_ref());
+                let _ = sock.set_quickack(true);
+            }
+            ReadHalf::Tls(r) => r.quickack(),
+            ReadHalf::Unix(_) => {}
         }
     }
 }
@@ -124,6 +150,7 @@ impl AsyncRead for ReadHalf {
         match self.get_mut() {
             ReadHalf::Tcp(r) => Pin::new(r).poll_read(cx, buf),
             ReadHalf::Unix(r) => Pin::new(r).poll_read(cx, buf),
+            ReadHalf::Tls(r) => Pin::new(r).poll_read(cx, buf),
         }
     }
 }
@@ -137,6 +164,7 @@ impl AsyncWrite for WriteHalf {
         match self.get_mut() {
             WriteHalf::Tcp(w) => Pin::new(w).poll_write(cx, buf),
             WriteHalf::Unix(w) => Pin::new(w).poll_write(cx, buf),
+            WriteHalf::Tls(w) => Pin::new(w).poll_write(cx, buf),
         }
     }
     fn poll_write_vectored(
@@ -147,6 +175,7 @@ impl AsyncWrite for WriteHalf {
         match self.get_mut() {
             WriteHalf::Tcp(w) => Pin::new(w).poll_write_vectored(cx, bufs),
             WriteHalf::Unix(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            WriteHalf::Tls(w) => Pin::new(w).poll_write_vectored(cx, bufs),
         }
     }
     fn is_write_vectored(&self) -> bool {
@@ -156,12 +185,14 @@ impl AsyncWrite for WriteHalf {
         match self.get_mut() {
             WriteHalf::Tcp(w) => Pin::new(w).poll_flush(cx),
             WriteHalf::Unix(w) => Pin::new(w).poll_flush(cx),
+            WriteHalf::Tls(w) => Pin::new(w).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             WriteHalf::Tcp(w) => Pin::new(w).poll_shutdown(cx),
             WriteHalf::Unix(w) => Pin::new(w).poll_shutdown(cx),
+            WriteHalf::Tls(w) => Pin::new(w).poll_shutdown(cx),
         }
     }
 }
