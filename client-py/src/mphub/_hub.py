@@ -11,7 +11,7 @@ import logging
 import pickle
 from typing import Any, Callable, Generic, Optional, Sequence, Tuple
 
-from ._address import AddressLike, parse
+from ._address import AddressLike, TlsOption, parse
 from ._connect import authkey_from_env
 from ._core import Core, Lock, W
 from .metrics import Family, options
@@ -44,6 +44,7 @@ class HubBase(Generic[W]):
         on_error: Optional[Callable[[BaseException], Any]] = None,
         pickle_protocol: int = pickle.HIGHEST_PROTOCOL,
         metrics_interval: float = 1.0,
+        tls: TlsOption = None,
     ) -> None:
         """Every option of both hubs, keyword-only and optional:
 
@@ -62,8 +63,11 @@ class HubBase(Generic[W]):
         on_error           callable taking the exception (default: logs it)
         pickle_protocol    protocol for publishes (pickle.HIGHEST_PROTOCOL)
         metrics_interval   seconds between sends of pending worker metrics (1.0)
+        tls                an `ssl.SSLContext` for a TLS connection (a "tls://host:port" address
+                           without one uses `ssl.create_default_context()`: the system's CAs,
+                           certificate and host name verified); True for that default
         """
-        self.address = parse(address)
+        self.address = parse(address, tls)
         self.max_pending = max_pending
         self.on_disconnected = on_disconnected
         self.on_reconnected = on_reconnected
