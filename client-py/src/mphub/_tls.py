@@ -41,19 +41,29 @@ class TlsSocket:
 
     def handshake(self) -> None:
         """Run the TLS handshake (blocking, within the socket's timeout)."""
-        while True:
-            try:
-                self._tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                self._send_pending()
-                data = self._sock.recv(_READ)
-                if not data:
-                    raise ssl.SSLEOFError(
-                        "the broker closed the connection during the TLS handshake"
-                    ) from None
-                self._incoming.write(data)
+        while not self._handshake_step():
+            self._send_pending()
+            data = self._sock.recv(_READ)
+            if not data:
+                raise ssl.SSLEOFError("the broker closed the connection during the TLS handshake")
+            self._incoming.write(data)
         self._send_pending()
+
+    def _handshake_step(self) -> bool:
+        """One try at the handshake: True when done, False when it needs the broker's bytes."""
+        try:
+            self._tls.do_handshake()
+            return True
+        except ssl.SSLWantReadError:
+            return False
+        except ssl.SSLError:
+            # The alert that says why (unknown_ca, ...) waits in the outgoing BIO: send it, so
+            # the broker can tell a refused certificate from a lost connection.
+            try:
+                self._send_pending()
+            except OSError:
+                pass
+            raise
 
     @property
     def version(self) -> Optional[str]:
