@@ -77,7 +77,7 @@ pub(crate) async fn dial(addr: &Address, tls: Option<&tls::Config>) -> Result<Bo
                 .map_err(fail)?;
             s.set_nodelay(true).map_err(fail)?;
             if matches!(addr, Address::Tls(_)) || tls.is_some() {
-                return tls::wrap(a, s, tls).await;
+                return Ok(Box::new(tls::wrap(a, s, tls).await?));
             }
             Ok(Box::new(s))
         }

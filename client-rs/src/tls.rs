@@ -7,8 +7,15 @@
 
 use tokio::net::TcpStream;
 
-use crate::address::Io;
 use crate::error::{Error, Result};
+
+/// The stream [`wrap`] gives: TLS over TCP.
+#[cfg(feature = "tls")]
+pub(crate) type Stream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// The stream [`wrap`] gives (never, without the `tls` feature).
+#[cfg(not(feature = "tls"))]
+pub(crate) type Stream = TcpStream;
 
 /// A rustls client configuration, or (without the `tls` feature) nothing that can exist.
 #[cfg(feature = "tls")]
@@ -22,11 +29,7 @@ pub(crate) enum Config {}
 /// Runs the TLS handshake on `tcp`, dialled at `addr` (`host:port`), with `config` or the
 /// default (system CAs).
 #[cfg(feature = "tls")]
-pub(crate) async fn wrap(
-    addr: &str,
-    tcp: TcpStream,
-    config: Option<&Config>,
-) -> Result<Box<dyn Io>> {
+pub(crate) async fn wrap(addr: &str, tcp: TcpStream, config: Option<&Config>) -> Result<Stream> {
     use rustls::pki_types::ServerName;
 
     let shown = format!("tls://{addr}");
@@ -58,16 +61,12 @@ pub(crate) async fn wrap(
                 }
             }
         })?;
-    Ok(Box::new(stream))
+    Ok(stream)
 }
 
 /// Without the `tls` feature, a `tls://` address cannot be dialled.
 #[cfg(not(feature = "tls"))]
-pub(crate) async fn wrap(
-    addr: &str,
-    _tcp: TcpStream,
-    _config: Option<&Config>,
-) -> Result<Box<dyn Io>> {
+pub(crate) async fn wrap(addr: &str, _tcp: TcpStream, _config: Option<&Config>) -> Result<Stream> {
     Err(Error::Address(
         format!("tls://{addr}"),
         "TLS needs the `tls` feature of mphub-client",
