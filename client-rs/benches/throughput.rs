@@ -35,7 +35,8 @@ struct Broker {
     child: Child,
     /// The first listener's address.
     addr: String,
-    /// Every listener's address, in the order of the flags.
+    /// Every listener's address, in the order of the flags (read by `--tls`).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     addrs: Vec<String>,
 }
 

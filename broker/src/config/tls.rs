@@ -9,7 +9,7 @@
 //! explicitly so that the process-wide default provider never matters.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
@@ -157,7 +157,7 @@ fn read_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'stat
 }
 
 /// The first PEM private key in the file.
-fn read_key(path: &PathBuf) -> Result<PrivateKeyDer<'static>, ConfigError> {
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
     let pem = read_file("tls_key", path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => tls_error(
@@ -167,4 +167,55 @@ fn read_key(path: &PathBuf) -> Result<PrivateKeyDer<'static>, ConfigError> {
         ),
         other => tls_error("tls_key", path, other),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(listen: &str, cert: Option<&str>, key: Option<&str>, ca: Option<&str>) -> Settings {
+        Settings {
+            listen: vec![listen.parse().unwrap()],
+            tls_cert: cert.map(Into::into),
+            tls_key: key.map(Into::into),
+            tls_client_ca: ca.map(Into::into),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn the_keys_and_the_listener_go_together() {
+        let none = ServerTls::from_settings(&with("127.0.0.1:0", None, None, None));
+        assert!(matches!(none, Ok(None)));
+        let cases = [
+            (
+                with("tls://127.0.0.1:0", None, None, None),
+                "no certificate",
+            ),
+            (
+                with("tls://127.0.0.1:0", Some("c"), None, None),
+                "tls_cert and tls_key",
+            ),
+            (
+                with("tls://127.0.0.1:0", None, Some("k"), None),
+                "tls_key and tls_cert",
+            ),
+            (
+                with("127.0.0.1:0", Some("c"), Some("k"), None),
+                "tls_cert is given",
+            ),
+            (
+                with("127.0.0.1:0", None, None, Some("ca")),
+                "tls_client_ca is given",
+            ),
+            (
+                with("tls://127.0.0.1:0", Some("/nonexistent/c"), Some("k"), None),
+                "tls_cert: cannot read /nonexistent/c",
+            ),
+        ];
+        for (settings, expected) in cases {
+            let err = ServerTls::from_settings(&settings).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+    }
 }
