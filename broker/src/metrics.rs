@@ -20,6 +20,12 @@ pub struct Metrics {
     pub connections_total: IntCounter,
     pub connections_rejected: IntCounter,
     pub auth_failures: IntCounterVec,
+    /// Connections the peer closed before sending a byte (port probes, health checks). Apart
+    /// from `auth_failures`, so that summing every kind of those still means "handshakes that
+    /// failed".
+    pub connections_probed: IntCounter,
+    /// Connections accepted and still in the authentication handshake.
+    pub handshakes_in_progress: IntGauge,
     pub messages_received: IntCounter,
     pub messages_delivered: IntCounter,
     pub bytes_received: IntCounter,
@@ -93,6 +99,16 @@ impl Metrics {
                 "mphub_auth_failures_total",
                 "Handshakes that failed, by kind (wrong_key, malformed, timeout, ...).",
                 "kind",
+            ),
+            connections_probed: counter(
+                &r,
+                "mphub_connections_probed_total",
+                "Connections closed by the peer before sending a byte (port probes, health checks); not authentication failures.",
+            ),
+            handshakes_in_progress: gauge(
+                &r,
+                "mphub_handshakes_in_progress",
+                "Connections accepted and still in the authentication handshake.",
             ),
             messages_received: counter(
                 &r,

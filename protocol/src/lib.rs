@@ -8,6 +8,8 @@
 //!   users); [`io`] (feature `tokio`) drives it over a stream.
 //! - [`envelope`]: classifies a pickle as a publish, a control request, `"close"` or invalid,
 //!   by walking its opcodes without decoding the payload.
+//! - [`metrics`]: the `$metrics` op format (ops, metric types, gauge modes), a decoder of a
+//!   batch into typed ops that borrows from the body, and the encoder clients use.
 //! - [`topic`]: topic, pattern and queue-group rules and wildcard matching.
 //! - [`reply`]: the broker's `$ok`, `$pong` and `$error` replies.
 //! - [`error`]: one error enum per layer.
@@ -20,9 +22,10 @@ pub mod frame;
 pub mod handshake;
 #[cfg(feature = "tokio")]
 pub mod io;
+pub mod metrics;
 pub mod reply;
 pub mod topic;
 
 pub use envelope::{classify, Envelope, Interest, Scanner, Token};
-pub use error::{DuplicateKey, FrameError, HandshakeError};
+pub use error::{BatchError, DuplicateKey, FrameError, HandshakeError, OpError};
 pub use frame::Frame;

@@ -1,6 +1,7 @@
 //! Every vector that real CPython 3.11 and 3.13 produced (see `vectors/generate.py`): legal
-//! pickles classify as what they are, broken ones are `Invalid` with a reason, and every
-//! handshake transcript replays byte for byte in both roles.
+//! pickles classify as what they are, broken ones are `Invalid` with a reason, `$metrics`
+//! batches decode to the ops Python meant whatever they share, and every handshake transcript
+//! replays byte for byte in both roles.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,7 +9,8 @@ use std::path::PathBuf;
 
 use mphub_protocol::envelope::BigIntText;
 use mphub_protocol::handshake::{Challenge, Digest, Handshake, CHALLENGE};
-use mphub_protocol::{Envelope, Scanner, Token};
+use mphub_protocol::metrics::{Batch, MetricOp};
+use mphub_protocol::{BatchError, Envelope, OpError, Scanner, Token};
 use serde_json::Value;
 
 fn vector_files() -> Vec<(String, Value)> {
@@ -150,6 +152,111 @@ fn every_cpython_pickle_classifies_as_what_it_is() {
         }
     }
     assert!(checked > 900, "only {checked} vectors");
+}
+
+/// A number as the vectors write it (Python's `repr(float)`), compared bit for bit.
+fn bits(v: &Value) -> u64 {
+    v.as_str().unwrap().parse::<f64>().unwrap().to_bits()
+}
+
+fn check_op(name: &str, got: &Result<MetricOp<'_>, OpError>, want: &Value) {
+    match (want["error"].as_str(), got) {
+        (Some("shape"), Err(OpError::Shape(_))) | (Some("value"), Err(OpError::Value(_))) => return,
+        (Some(kind), got) => panic!("{name}: expected a {kind} error, got {got:?}"),
+        (None, Err(e)) => panic!("{name}: {e}"),
+        (None, Ok(_)) => {}
+    }
+    let Ok(op) = got else { unreachable!() };
+    assert_eq!(op.verb().name(), want["op"], "{name}");
+    assert_eq!(op.name(), want["name"], "{name}");
+    match op {
+        MetricOp::Declare {
+            kind,
+            help,
+            labels,
+            buckets,
+            mode,
+            ..
+        } => {
+            assert_eq!(kind.name(), want["kind"], "{name}");
+            assert_eq!(help, want["help"].as_str().unwrap(), "{name}");
+            let want_labels: Vec<&str> = want["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_str().unwrap())
+                .collect();
+            assert_eq!(labels, &want_labels, "{name}");
+            let want_buckets = want["buckets"]
+                .as_array()
+                .map(|b| b.iter().map(bits).collect::<Vec<_>>());
+            let got_buckets = buckets
+                .as_ref()
+                .map(|b| b.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+            assert_eq!(got_buckets, want_buckets, "{name}");
+            assert_eq!(mode.map(|m| m.name()), want["mode"].as_str(), "{name}");
+        }
+        MetricOp::Inc {
+            labels, amount: x, ..
+        }
+        | MetricOp::Dec {
+            labels, amount: x, ..
+        }
+        | MetricOp::Set {
+            labels, value: x, ..
+        }
+        | MetricOp::Observe {
+            labels, value: x, ..
+        } => {
+            let want_labels: Vec<(&str, &str)> = want["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p[0].as_str().unwrap(), p[1].as_str().unwrap()))
+                .collect();
+            let got_labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (&**k, &**v)).collect();
+            assert_eq!(got_labels, want_labels, "{name}");
+            assert_eq!(x.to_bits(), bits(&want["value"]), "{name}: {x}");
+        }
+    }
+}
+
+#[test]
+fn every_cpython_metrics_batch_decodes_to_the_ops_python_meant() {
+    let mut scanner = Scanner::default();
+    let mut checked = 0;
+    for (file, doc) in vector_files() {
+        for v in doc["metrics"].as_array().unwrap() {
+            let name = format!("{file}: {}", v["name"].as_str().unwrap());
+            let body = hex(&v["hex"]);
+            let has_code = v["has_code"].as_bool().unwrap();
+            assert_eq!(
+                scanner.classify(&body),
+                Envelope::Metrics { has_code },
+                "{name}"
+            );
+            let want = &v["expect"];
+            let batch = match (Batch::decode(&body), want["error"].as_str()) {
+                (Ok(b), None) => b,
+                (Err(BatchError::Code), Some("code"))
+                | (Err(BatchError::Decode(_)), Some("decode"))
+                | (Err(BatchError::NotAList(_)), Some("not_a_list")) => {
+                    checked += 1;
+                    continue;
+                }
+                (got, want) => panic!("{name}: expected {want:?}, got {got:?}"),
+            };
+            let want_ops = want["ops"].as_array().unwrap();
+            assert_eq!(batch.len(), want_ops.len(), "{name}");
+            let got: Vec<_> = batch.ops().collect();
+            assert_eq!(got.len(), want_ops.len(), "{name}");
+            for (i, (g, w)) in got.iter().zip(want_ops).enumerate() {
+                check_op(&format!("{name} op {i}"), g, w);
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 150, "only {checked} metrics vectors");
 }
 
 fn challenge_of(frame: &[u8]) -> Challenge {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use mphub_protocol::reply;
+use mphub_protocol::{reply, HandshakeError};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
@@ -16,7 +16,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::command::{Services, Session};
 use crate::config::{Config, User};
 use crate::connections::Connections;
-use crate::net::{ReadHalf, Stream, WriteHalf};
+use crate::net::{HandshakeRead, ReadHalf, Stream, WriteHalf};
 use crate::outbox::Outbox;
 use crate::shutdown::Shutdown;
 use crate::tls;
@@ -138,19 +138,22 @@ async fn secure(
         warn!(peer = %peer_addr, "TLS listener without a certificate; connection closed");
         return None;
     };
-    match tls::accept(server, tcp, deadline).await {
+    let metrics = &ctx.services.metrics;
+    metrics.handshakes_in_progress.inc();
+    let secured = tls::accept(server, tcp, deadline).await;
+    metrics.handshakes_in_progress.dec();
+    match secured {
         Ok(s) => Some(Stream::Tls(Box::new(s))),
         Err(e) => {
             match e.kind() {
                 Some(kind) => {
-                    ctx.services
-                        .metrics
-                        .tls_failures
-                        .with_label_values(&[kind])
-                        .inc();
+                    metrics.tls_failures.with_label_values(&[kind]).inc();
                     info!(peer = %peer_addr, reason = %e, "TLS handshake failed; connection closed");
                 }
-                None => debug!(peer = %peer_addr, "closed before sending a byte (a probe?)"),
+                None => {
+                    metrics.connections_probed.inc();
+                    debug!(peer = %peer_addr, "closed before sending a byte (a probe?)");
+                }
             }
             None
         }
@@ -172,24 +175,32 @@ async fn authenticate(
     let Some(ring) = users.ring() else {
         return users.anonymous().cloned();
     };
+    let metrics = &ctx.services.metrics;
+    metrics.handshakes_in_progress.inc();
+    let mut read = HandshakeRead::new(r);
     let result = async {
         let challenge = mphub_protocol::io::random_challenge()?;
-        let mut both = tokio::io::join(&mut *r, &mut *w);
+        let mut both = tokio::io::join(&mut read, &mut *w);
         mphub_protocol::io::accept(&mut both, buf, ring.clone(), challenge).await
     };
-    let err = match tokio::time::timeout_at(deadline, result).await {
+    let outcome = tokio::time::timeout_at(deadline, result).await;
+    metrics.handshakes_in_progress.dec();
+    let err = match outcome {
         Ok(Ok(index)) => match users.get(index) {
             Some(user) => return Some(user.clone()),
-            None => mphub_protocol::HandshakeError::WrongKey,
+            None => HandshakeError::WrongKey,
         },
+        // Connect and close (a port probe, a load balancer's health check) is not an
+        // authentication failure: nothing was tried.
+        Ok(Err(HandshakeError::Closed | HandshakeError::Io(_))) if read.received() == 0 => {
+            metrics.connections_probed.inc();
+            debug!(peer = %peer_addr, "closed before sending a byte (a probe?)");
+            return None;
+        }
         Ok(Err(e)) => e,
-        Err(_) => mphub_protocol::HandshakeError::Timeout,
+        Err(_) => HandshakeError::Timeout,
     };
-    ctx.services
-        .metrics
-        .auth_failures
-        .with_label_values(&[err.kind()])
-        .inc();
+    metrics.auth_failures.with_label_values(&[err.kind()]).inc();
     info!(peer = %peer_addr, reason = %err, "authentication failed; connection closed");
     None
 }

@@ -5,8 +5,13 @@
 //! topic, a control request (`$sub`, `$unsub`, `$ping`, `$metrics`), `Close` (the string
 //! `"close"`), or `Invalid` with a reason a person can act on. The payload is never decoded and
 //! no pickle code ever runs: the broker forwards the publisher's bytes as they are.
+//!
+//! The one exception is `$metrics`: `plain` walks the same opcodes into plain data (str, int,
+//! float, bool, None, tuple, list, dict) for [`crate::metrics::Batch`], and stops at the first
+//! opcode that imports or calls.
 
 mod opcodes;
+pub(crate) mod plain;
 mod scan;
 mod text;
 

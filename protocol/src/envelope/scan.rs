@@ -123,14 +123,14 @@ impl Default for Scanner {
     }
 }
 
-/// Reads opcode arguments from the body.
-struct Cursor<'a> {
-    body: &'a [u8],
-    pos: usize,
+/// Reads opcode arguments from the body (shared with the plain-data decoder, `plain.rs`).
+pub(super) struct Cursor<'a> {
+    pub(super) body: &'a [u8],
+    pub(super) pos: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: u64) -> Result<usize, ScanError> {
+    pub(super) fn take(&mut self, n: u64) -> Result<usize, ScanError> {
         let start = self.pos;
         let remaining = (self.body.len() - start) as u64;
         if n > remaining {
@@ -141,26 +141,26 @@ impl<'a> Cursor<'a> {
         self.pos += n as usize;
         Ok(start)
     }
-    fn bytes<const N: usize>(&mut self) -> Result<[u8; N], ScanError> {
+    pub(super) fn bytes<const N: usize>(&mut self) -> Result<[u8; N], ScanError> {
         let start = self.take(N as u64)?;
         let mut out = [0u8; N];
         out.copy_from_slice(&self.body[start..start + N]);
         Ok(out)
     }
-    fn u8(&mut self) -> Result<u8, ScanError> {
+    pub(super) fn u8(&mut self) -> Result<u8, ScanError> {
         Ok(self.bytes::<1>()?[0])
     }
-    fn u16(&mut self) -> Result<u16, ScanError> {
+    pub(super) fn u16(&mut self) -> Result<u16, ScanError> {
         Ok(u16::from_le_bytes(self.bytes()?))
     }
-    fn u32(&mut self) -> Result<u32, ScanError> {
+    pub(super) fn u32(&mut self) -> Result<u32, ScanError> {
         Ok(u32::from_le_bytes(self.bytes()?))
     }
-    fn u64(&mut self) -> Result<u64, ScanError> {
+    pub(super) fn u64(&mut self) -> Result<u64, ScanError> {
         Ok(u64::from_le_bytes(self.bytes()?))
     }
     /// A newline-terminated argument, without the newline.
-    fn line(&mut self) -> Result<Span, ScanError> {
+    pub(super) fn line(&mut self) -> Result<Span, ScanError> {
         let start = self.pos;
         let Some(len) = self.body[start..].iter().position(|&b| b == b'\n') else {
             return Err(format!("pickle truncated: no newline after offset {start}"));
@@ -168,7 +168,7 @@ impl<'a> Cursor<'a> {
         self.pos += len + 1;
         Ok(span(start, len as u64))
     }
-    fn line_bytes(&mut self) -> Result<&'a [u8], ScanError> {
+    pub(super) fn line_bytes(&mut self) -> Result<&'a [u8], ScanError> {
         let start = self.pos;
         let s = self.line()?;
         Ok(&self.body[start..start + s.len as usize])
