@@ -4,13 +4,11 @@ fast and is counted, and SIGHUP re-reads the certificate. Every certificate is m
 for the test (tests/python/certs.py)."""
 
 import asyncio
-import re
 import signal
 import socket
 import ssl
 import struct
 import subprocess
-import urllib.request
 from multiprocessing.connection import Client
 
 import mphub
@@ -19,6 +17,7 @@ import pytest
 from certs import Pki
 from conftest import KEY, mphub_binary
 from scenarios import barrier, parse_addr, subscribe
+from test_metrics import scrape
 
 
 @pytest.fixture
@@ -51,10 +50,7 @@ def plain_addr(broker):
 def failures(broker, kind, count=1):
     """`mphub_tls_failures_total{kind}` once the broker has logged `count` failed handshakes."""
     assert broker.wait_for_log("TLS handshake failed", count=count), broker.log()
-    with urllib.request.urlopen(broker.metrics_url, timeout=10) as r:
-        text = r.read().decode()
-    m = re.search(rf'^mphub_tls_failures_total{{kind="{kind}"}} (\S+)$', text, re.MULTILINE)
-    return float(m.group(1)) if m else None
+    return scrape(broker)[f"mphub_tls_failures_total{{kind={kind}}}"]
 
 
 def peer_serial(addr, ca):
@@ -185,6 +181,17 @@ def test_a_plain_client_and_garbage_on_the_tls_port_fail_fast_are_counted_and_ha
     assert sub.next(timeout=10).payload == 1
     hub.close()
     assert broker.proc.poll() is None
+
+
+def test_a_port_probe_on_the_tls_port_is_counted_as_a_probe_not_a_tls_failure(start_broker, pki):
+    broker = tls_broker(start_broker, pki, "--log-level", "debug")
+    host, port = tls_addr(broker)[len("tls://") :].rsplit(":", 1)
+    socket.create_connection((host, int(port))).close()
+    assert broker.wait_for_log("closed before sending a byte"), broker.log()
+    values = scrape(broker)
+    assert values["mphub_connections_probed_total"] == 1
+    assert sum(v for k, v in values.items() if k.startswith("mphub_tls_failures_total")) == 0
+    assert values["mphub_handshakes_in_progress"] == 0
 
 
 def test_a_stock_client_without_a_key_on_a_tls_port_reads_why(start_broker, pki):

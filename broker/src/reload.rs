@@ -2,9 +2,8 @@
 //!
 //! Live: users, keys, permissions, payload policies, TLS certificates (read again; new
 //! connections get them), limits (frame size, outbound limit and policy, connections,
-//! subscriptions, timeouts) and the log level. Connections apply a new
-//! configuration to their next frame; a connection whose user was removed or whose key changed
-//! is closed. Not live: the listeners, the HTTP address and the cluster, which sockets and
+//! subscriptions, timeouts) and the log level. Connections apply a new configuration to their
+//! next frame; a connection whose user was removed or whose key changed is closed. Not live: the listeners, the HTTP address and the cluster, which sockets and
 //! the NATS connection were made from; a reload keeps them as they are and says they need a
 //! restart.
 
