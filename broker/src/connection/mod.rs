@@ -66,7 +66,7 @@ pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64
             return;
         };
         tracing::Span::current().record("user", tracing::field::display(&user.name));
-        let Some(_admission) = ctx.connections.admit(&user) else {
+        let Some(admission) = ctx.connections.admit(&user) else {
             metrics
                 .permission_denied
                 .with_label_values(&[&user.name, "connect"])
@@ -105,6 +105,9 @@ pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64
         finish.cancel();
         let (ended, sent) = writer.await.unwrap_or((Ended::Killed, 0));
         metrics.connections.dec();
+        // The user's place is free before the close is logged: a client that saw the log line
+        // (or its own close) may connect again at once.
+        drop(admission);
         let ended = match ended {
             Ended::Flushed => "flushed".to_string(),
             Ended::Killed => "dropped its queue".to_string(),
