@@ -111,6 +111,14 @@ def test_the_tls_scheme_alone_verifies_against_the_system_cas_and_so_refuses_a_p
         mphub.connect(tls_addr(broker), authkey=KEY, tls=context(other.ca))
     assert failures(broker, "server_cert_rejected", count=2) == 2
 
+    async def aio_connect():
+        await mphub.aio.connect(tls_addr(broker), authkey=KEY, tls=context(other.ca), reconnect=False)
+
+    with pytest.raises(mphub.AuthenticationError, match="not trusted"):
+        asyncio.run(aio_connect())
+    # asyncio's TLS hangs up without an alert: the broker cannot tell why.
+    assert failures(broker, "handshake", count=3) == 1
+
 
 def test_the_host_name_must_match_the_certificate(start_broker, pki):
     cert, key = pki.server("named", sans="DNS:localhost")
