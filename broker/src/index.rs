@@ -63,6 +63,19 @@ pub enum InterestChange {
         pattern: String,
         group: Option<String>,
     },
+    /// Connection `member` joined queue group `group` through `pattern` (told for every member,
+    /// not only the first: a bridge weighs a node's share of a group by its members).
+    Joined {
+        member: u64,
+        pattern: String,
+        group: String,
+    },
+    /// Connection `member` left queue group `group` on `pattern`.
+    Left {
+        member: u64,
+        pattern: String,
+        group: String,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -277,10 +290,18 @@ impl Index {
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
         // Under the write lock: no reader can insert a stale result after this.
         self.cache.clear();
-        Added::New(self.tell(first.then(|| InterestChange::Gained {
+        let change = self.tell(first.then(|| InterestChange::Gained {
             pattern: pattern.to_owned(),
             group: group.map(str::to_owned),
-        })))
+        }));
+        if let Some(g) = group {
+            self.tell(Some(InterestChange::Joined {
+                member: outbox.id,
+                pattern: pattern.to_owned(),
+                group: g.to_owned(),
+            }));
+        }
+        Added::New(change)
     }
 
     /// Removes one subscription.
@@ -293,6 +314,13 @@ impl Index {
         }
         self.subscriptions.fetch_sub(1, Ordering::Relaxed);
         self.cache.clear();
+        if let Some(g) = group {
+            self.tell(Some(InterestChange::Left {
+                member: id,
+                pattern: pattern.to_owned(),
+                group: g.to_owned(),
+            }));
+        }
         Removed::Removed(self.tell((!still).then(|| InterestChange::Lost {
             pattern: pattern.to_owned(),
             group: group.map(str::to_owned),
@@ -393,7 +421,7 @@ mod tests {
     }
 
     #[test]
-    fn a_follower_hears_first_and_last_in_order() {
+    fn a_follower_hears_first_and_last_in_order_and_every_group_member() {
         let idx = Index::default();
         let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
         let h = heard.clone();
@@ -403,8 +431,24 @@ mod tests {
         idx.subscribe(&b, "x.>", Some("g"));
         idx.unsubscribe(1, "x.>", Some("g"));
         idx.unsubscribe(2, "x.>", Some("g"));
-        let group = Some("g".to_owned());
-        let pattern = "x.>".to_owned();
+        let (pattern, g) = ("x.>".to_owned(), "g".to_owned());
+        let member = |member, joined| {
+            let (pattern, group) = (pattern.clone(), g.clone());
+            if joined {
+                InterestChange::Joined {
+                    member,
+                    pattern,
+                    group,
+                }
+            } else {
+                InterestChange::Left {
+                    member,
+                    pattern,
+                    group,
+                }
+            }
+        };
+        let group = Some(g.clone());
         assert_eq!(
             *heard.lock().unwrap(),
             vec![
@@ -412,6 +456,10 @@ mod tests {
                     pattern: pattern.clone(),
                     group: group.clone()
                 },
+                member(1, true),
+                member(2, true),
+                member(1, false),
+                member(2, false),
                 InterestChange::Lost { pattern, group },
             ]
         );

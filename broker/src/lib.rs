@@ -135,12 +135,15 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
     let router = Router::new(index.clone(), metrics.delivery());
     let shutdown = Shutdown::default();
     let background = TaskTracker::new();
+    let (config_tx, config_rx) = watch::channel(config.clone());
     let cluster = match &config.cluster {
         Some(c) => {
             let local = cluster::Local {
                 router: router.clone(),
-                max_frame: s.max_frame.bytes(),
+                config: config_rx.clone(),
+                outbound_limit: s.outbound_limit.bytes(),
                 shutdown: shutdown.clone(),
+                shutdown_timeout: s.shutdown_timeout.duration(),
             };
             Some(Cluster::start(c.clone(), local, &metrics.registry, &background).await?)
         }
@@ -148,7 +151,6 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
     };
     let workers = Arc::new(worker_metrics::Store::default());
     let connections = Arc::new(Connections::new(metrics.connections_by_user.clone()));
-    let (config_tx, config_rx) = watch::channel(config.clone());
     let ctx = Arc::new(Context {
         config: config_rx,
         services: Services {

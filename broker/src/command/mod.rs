@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use mphub_protocol::{reply, Envelope, Frame, Scanner};
+use mphub_protocol::{reply, Envelope, Frame, Refused, Scanner};
 use tracing::debug;
 
 use crate::config::{Config, User};
@@ -147,7 +147,17 @@ impl<'a> Session<'a> {
     pub fn handle(&mut self, frame: &Frame) -> Flow {
         self.received += 1;
         self.received_bytes += frame.wire().len() as u64;
-        match self.scanner.classify(frame.body()) {
+        let envelope = match self.user.payloads.data() {
+            None => self.scanner.classify(frame.body()),
+            Some(policy) => match self.scanner.classify_with(frame.body(), policy) {
+                Ok(envelope) => envelope,
+                Err(refused) => {
+                    self.refuse_payload(&refused);
+                    return Flow::Continue;
+                }
+            },
+        };
+        match envelope {
             Envelope::Publish { topic } => publish::publish(self, &topic, frame),
             Envelope::Subscribe(i) => subscribe::subscribe(self, &i),
             Envelope::Unsubscribe(i) => subscribe::unsubscribe(self, &i),
@@ -185,6 +195,17 @@ impl<'a> Session<'a> {
         };
         self.outbox
             .reply(reply::error(&format!("permission denied: {target}")));
+    }
+
+    /// A publish the user's payload policy refuses: answered, counted, never routed.
+    fn refuse_payload(&mut self, refused: &Refused<'_>) {
+        debug!(topic = %refused.topic, reason = %refused.reason, "payload refused");
+        self.services
+            .metrics
+            .messages_refused
+            .with_label_values(&["code", &self.user.name])
+            .inc();
+        self.outbox.reply(reply::error(&refused.reason.to_string()));
     }
 
     /// Whether this connection's user may publish to `topic`.

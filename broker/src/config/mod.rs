@@ -132,6 +132,9 @@ pub struct Config {
     pub users: Users,
     /// The NATS deployment to join; `None` is a single node.
     pub cluster: Option<ClusterConfig>,
+    /// The top-level payload policy (`payloads`, `allow_globals`): every user's default, and
+    /// what messages arriving from other nodes are judged by.
+    pub payloads: PayloadPolicy,
     /// TLS for `tls://` listeners: the certificates as read when this configuration was
     /// resolved (a reload reads them again); `None` without a `tls://` listener.
     pub tls: Option<ServerTls>,
@@ -152,6 +155,7 @@ impl Config {
             users: Users::resolve(shared, &[], Payloads::Any, &[])
                 .unwrap_or_else(|e| unreachable!("one shared key: {e}")),
             cluster: None,
+            payloads: PayloadPolicy::Any,
             tls: None,
         }
     }
@@ -195,11 +199,13 @@ impl Config {
             }
         }
         let cluster = ClusterConfig::from_settings(&settings)?;
+        let payloads = PayloadPolicy::new(settings.payloads, &settings.allow_globals)?;
         let tls = ServerTls::from_settings(&settings)?;
         Ok(Config {
             settings,
             users,
             cluster,
+            payloads,
             tls,
         })
     }

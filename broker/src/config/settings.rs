@@ -115,9 +115,13 @@ pub struct Settings {
     /// Client key (PEM) for NATS.
     #[arg(long, value_name = "PATH")]
     pub cluster_tls_key: Option<PathBuf>,
-    /// Bytes waiting to go to NATS before more are counted and not forwarded. Default 64MiB.
+    /// Bytes waiting to go to NATS before more are counted and not forwarded. Default 16MiB.
     #[arg(long, value_name = "BYTES")]
     pub cluster_outbound_limit: Option<Size>,
+    /// Bytes of publishes held while NATS is away, sent in order when it is back (0: none).
+    /// Default 8MiB.
+    #[arg(long, value_name = "BYTES")]
+    pub cluster_reconnect_buffer: Option<Size>,
 }
 
 impl Default for Settings {
@@ -152,6 +156,7 @@ impl Default for Settings {
             cluster_tls_cert: None,
             cluster_tls_key: None,
             cluster_outbound_limit: None,
+            cluster_reconnect_buffer: None,
         }
     }
 }

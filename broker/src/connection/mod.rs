@@ -105,8 +105,8 @@ pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64
         finish.cancel();
         let (ended, sent) = writer.await.unwrap_or((Ended::Killed, 0));
         metrics.connections.dec();
-        // The user's place is free before the close is logged: a client that saw the log line
-        // (or its own close) may connect again at once.
+        // The user's place is free before the close is logged: whoever reads the log line can
+        // connect again as that user.
         drop(admission);
         let ended = match ended {
             Ended::Flushed => "flushed".to_string(),

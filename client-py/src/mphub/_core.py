@@ -29,9 +29,6 @@ Where features to come belong, so that both hubs get them at once:
   `_pongs`) and, past `max_outstanding_pings` unanswered, tells the driver the connection is
   dead; the driver closes it and `lose`/`ReconnectPlan` take over as after any loss;
 - TLS: the drivers' connection setup (`_connect`); nothing here changes;
-- a restricted unpickler (`payloads="data"`): the `loads` that `receive` hands to
-  `_dispatch.deliver`, which knows the subscriptions of a refused frame's topic (read from its
-  envelope, as the broker does) to count the refusal on, and reports it through `_on_bad`;
 - a frame size the broker announces: a second limit beside `max_frame` in `put`, warned
   about instead of refused.
 """
@@ -51,7 +48,14 @@ from ._connect import READ_SIZE
 from ._dispatch import Router, deliver
 from ._reconnect import ReconnectPlan
 from ._wire import FrameSplitter, ProtocolError, frame, header
-from .errors import AuthenticationError, BrokerError, BufferFullError, ConnectionClosed, MphubError
+from .errors import (
+    AuthenticationError,
+    BrokerError,
+    BufferFullError,
+    ConnectionClosed,
+    MphubError,
+    PayloadRefused,
+)
 from .metrics import HubMetrics
 
 log = logging.getLogger("mphub")
@@ -156,6 +160,7 @@ class Core(Generic[W]):
         reconnect_buffer: int,
         pickle_protocol: int,
         metrics_interval: float,
+        loads: Callable[[Any], Any] = pickle.loads,
     ) -> None:
         self.address = address
         self.max_frame = max_frame
@@ -194,6 +199,7 @@ class Core(Generic[W]):
         self._splitter = FrameSplitter(max_frame)
         self._control = self._on_control  # bound once: `receive` passes them every chunk
         self._bad = self._on_bad
+        self._loads = loads  # pickle.loads, or a PayloadPolicy's restricted one
 
     # ------------------------------------------------------------------ the write buffer
 
@@ -403,7 +409,7 @@ class Core(Generic[W]):
             bodies = self._splitter.feed(data)
         except ProtocolError as e:
             return e
-        deliver(bodies, self.router, self._control, self._bad)
+        deliver(bodies, self.router, self._control, self._bad, self._loads)
         return None
 
     def _on_control(self, obj: Any) -> None:
@@ -428,6 +434,13 @@ class Core(Generic[W]):
         self._report(MphubError(f"unexpected frame from the broker: {obj!r:.200}"))
 
     def _on_bad(self, error: BaseException) -> None:
+        if isinstance(error, PayloadRefused):
+            # Counted on every subscription it was for, then reported once.
+            if error.topic is not None and error.topic[:1] != "$":
+                for sub in self.router.lookup(error.topic):
+                    sub._refuse()
+            self._report(error)
+            return
         self._report(MphubError(f"a message could not be unpickled: {error!r}"))
 
     # ------------------------------------------------------------------ the connection's life

@@ -14,6 +14,7 @@ from typing import Any, Callable, Generic, Optional, Sequence, Tuple
 from ._address import AddressLike, TlsOption, parse
 from ._connect import authkey_from_env
 from ._core import Core, Lock, W
+from ._policy import payload_policy
 from .metrics import Family, options
 
 log = logging.getLogger("mphub")
@@ -44,6 +45,8 @@ class HubBase(Generic[W]):
         on_error: Optional[Callable[[BaseException], Any]] = None,
         pickle_protocol: int = pickle.HIGHEST_PROTOCOL,
         metrics_interval: float = 1.0,
+        payloads: str = "any",
+        allow_globals: Sequence[str] = (),
         tls: TlsOption = None,
     ) -> None:
         """Every option of both hubs, keyword-only and optional:
@@ -63,6 +66,11 @@ class HubBase(Generic[W]):
         on_error           callable taking the exception (default: logs it)
         pickle_protocol    protocol for publishes (pickle.HIGHEST_PROTOCOL)
         metrics_interval   seconds between sends of pending worker metrics (1.0)
+        payloads           "any" (plain pickle.loads) or "data": unpickle nothing that imports a
+                           global outside `allow_globals`; a refused message is counted in its
+                           subscription's `refused` and reported to `on_error` as
+                           `PayloadRefused` ("any")
+        allow_globals      `module.qualname` names a "data" payload may import (())
         tls                an `ssl.SSLContext` for a TLS connection (a "tls://host:port" address
                            without one uses `ssl.create_default_context()`: the system's CAs,
                            certificate and host name verified); True for that default
@@ -76,6 +84,7 @@ class HubBase(Generic[W]):
         self._authkey = authkey_from_env(authkey)
         self._timeout = connect_timeout
         self._protocol = pickle_protocol
+        policy = payload_policy(payloads, allow_globals)
         self._core: Core[W] = Core(
             self._new_waiter,
             self._report,
@@ -91,6 +100,7 @@ class HubBase(Generic[W]):
             reconnect_buffer=reconnect_buffer,
             pickle_protocol=pickle_protocol,
             metrics_interval=metrics_interval,
+            loads=pickle.loads if policy is None else policy.loads,
         )
         self._setup()
 

@@ -9,9 +9,13 @@ CPython we support (`make vectors` runs 3.11 and 3.13); the output depends only 
 except for the random challenge bytes in the handshakes.
 """
 
+import _compat_pickle
 import collections
+import copyreg
 import datetime
+import decimal
 import hmac
+import io
 import json
 import os
 import pickle
@@ -19,6 +23,9 @@ import sys
 import threading
 from multiprocessing import connection
 from multiprocessing.reduction import ForkingPickler
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import recorder  # noqa: E402 - beside this file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROTOCOLS = range(0, pickle.HIGHEST_PROTOCOL + 1)
@@ -150,6 +157,10 @@ def dumps_all():
         "out-of-band": oob,
         "bytes-past-end": b"\x80\x04B\xff\xff\xff\x00abc.",
         "append-to-str": b"\x80\x04\x8c\x01aN\x61.",
+        # APPEND, SETITEM and BUILD cannot reach below a MARK (else these are ("t", x)).
+        "append-below-mark": b"\x80\x02X\x01\x00\x00\x00t](K\x01a1\x86.",
+        "setitem-below-mark": b"\x80\x02X\x01\x00\x00\x00t}(K\x01K\x02s1\x86.",
+        "build-below-mark": b"\x80\x02X\x01\x00\x00\x00tcdatetime\ndate\n(Nb1\x86.",
     }
     for name, data in broken.items():
         out.append({"name": name, "hex": data.hex(), "expect": {"kind": "invalid"}})
@@ -273,6 +284,109 @@ def metrics_all():
     return out
 
 
+class RunsCommand:
+    """Pickles as a call of os.system (the attack the payload policy exists for)."""
+
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+class Marker:
+    """Pickled as a persistent id by PersistentPickler."""
+
+
+class PersistentPickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        return "marker-1" if isinstance(obj, Marker) else None
+
+
+def p4(payload):
+    """("t", <payload>) at protocol 4; payload is opcodes that push one value."""
+    return b"\x80\x04\x8c\x01t" + payload + b"\x86."
+
+
+def p0(payload):
+    """("t", <payload>) at protocol 0."""
+    return b"(Vt\n" + payload + b"t."
+
+
+def policy_pickles():
+    """(name, pickle bytes) of publishes that import things, every one a ("t", payload)."""
+    stock = {
+        "datetime": datetime.datetime(2020, 1, 2, 3, 4, 5),
+        "date-and-datetime": [datetime.date(2020, 1, 2), datetime.datetime(2021, 1, 1)],
+        "decimal": decimal.Decimal("1.25"),
+        "set": {1, 2},
+        "frozenset": frozenset([3]),
+        "bytearray": bytearray(b"ab"),
+        "bytes": b"ab",
+        "ordered-dict": collections.OrderedDict(a=1),
+        "plain-data": {"i": 1, "l": [1.5, None, True], "t": (1, "x")},
+        "runs-command": RunsCommand(),
+        "point-object": Point(3),
+    }
+    for name, obj in stock.items():
+        for proto in PROTOCOLS:
+            yield f"{name}/p{proto}", pickle.dumps(("t", obj), protocol=proto)
+        yield f"{name}/send", bytes(ForkingPickler.dumps(("t", obj)))
+    for proto in PROTOCOLS:
+        f = io.BytesIO()
+        PersistentPickler(f, protocol=proto).dump(("t", [1, Marker()]))
+        yield f"persistent-id/p{proto}", f.getvalue()
+    # copyreg extensions: a pickler writes EXT1/2/4 for registered globals at protocol 2+.
+    extensions = [("datetime", "date", 240), ("datetime", "time", 0x1234), ("decimal", "Decimal", 0x123456)]
+    for module, name, code in extensions:
+        copyreg.add_extension(module, name, code)
+    try:
+        value = [datetime.date(2020, 1, 2), datetime.time(1, 2), decimal.Decimal("2")]
+        for proto in (2, 3, 4, 5):
+            yield f"extensions/p{proto}", pickle.dumps(("t", value), protocol=proto)
+    finally:
+        for module, name, code in extensions:
+            copyreg.remove_extension(module, name, code)
+    crafted = {
+        "os-system-global-p0": p0(b"cos\nsystem\n(Vecho pwned\ntR"),
+        "os-system-stack-global-p4": p4(b"\x8c\x02os\x8c\x06system\x93\x8c\x0aecho pwned\x85R"),
+        "builtin-eval-p2": b"\x80\x02X\x01\x00\x00\x00tc__builtin__\neval\nX\x01\x00\x00\x001\x85R\x86.",
+        "copy-reg-p2": b"\x80\x02X\x01\x00\x00\x00tccopy_reg\n_reconstructor\n\x86.",
+        "builtin-set-p3-unmapped": b"\x80\x03X\x01\x00\x00\x00tc__builtin__\nset\n\x86.",
+        "proto-switch-midway": b"\x80\x04\x8c\x01t\x80\x02c__builtin__\nset\n\x86.",
+        # STACK_GLOBAL takes "os", "system": the two strings seen last went into a popped tuple.
+        "stack-global-last-strings-not-consumed": p4(
+            b"\x8c\x02os\x8c\x06system\x8c\x08datetime\x8c\x08datetime\x860\x93"),
+        # ... or were discarded with their mark.
+        "stack-global-after-pop-mark": p4(
+            b"\x8c\x02os\x8c\x06system(\x8c\x08datetime\x8c\x08datetime1\x93"),
+        # The names come from the memo, stored and popped long before.
+        "stack-global-from-memo": p4(
+            b"\x8c\x02os\x94\x8c\x06system\x9400\x8c\x08datetime\x940h\x00h\x01\x93"),
+        "stack-global-from-put-get-p4": p4(
+            b"\x8c\x02osp7\n0\x8c\x06systemp8\n0g7\ng8\n\x93"),
+        # Memo entry 0 held "datetime", then is overwritten with "os" (BINPUT 0).
+        "stack-global-memo-overwritten": p4(
+            b"\x8c\x08datetime\x940\x8c\x02osq\x000h\x00\x8c\x06system\x93"),
+        "stack-global-raw-unicode-escape": p4(b"Vo\\u0073\nVsystem\n\x93"),
+        "stack-global-computed-name": p4(
+            b"\x8c\x02os\x8c\x08builtins\x8c\x03str\x93\x8c\x06system\x85R\x93"),
+        "stack-global-int-module": p4(b"K\x01\x8c\x06system\x93"),
+        "inst-p0": p0(b"(i__main__\nPoint\n(dVx\nI3\nsb"),
+        "inst-builtin-p0": p0(b"(i__builtin__\nobject\n"),
+        "obj-p1": b"(X\x01\x00\x00\x00t(c__main__\nPoint\no}X\x01\x00\x00\x00xK\x03sbt.",
+        "obj-from-memo-p1": b"(X\x01\x00\x00\x00tc__main__\nPoint\nq\x000(h\x00ot.",
+        "obj-list-class-p1": b"(X\x01\x00\x00\x00t(]ot.",
+        "ext1-unregistered": p4(b"\x82\x07"),
+        "persid-p0": p0(b"Pkey\n"),
+    }
+    yield from crafted.items()
+
+
+def policy_vectors():
+    out = []
+    for name, data in policy_pickles():
+        out.append({"name": name, "hex": data.hex(), **recorder.record(data)})
+    return out
+
+
 class Recorder:
     """A Connection wrapper that records the frames one side sends and receives."""
 
@@ -353,7 +467,11 @@ def main():
     ]
     version = "%d.%d" % sys.version_info[:2]
     doc = {"python": sys.version.split()[0], "pickles": dumps_all(), "metrics": metrics_all(),
-           "handshakes": handshakes}
+           "handshakes": handshakes,
+           "policy": policy_vectors(),
+           "compat_pickle": {"import_mapping": _compat_pickle.IMPORT_MAPPING,
+                             "name_mapping": [[list(k), list(v)]
+                                              for k, v in sorted(_compat_pickle.NAME_MAPPING.items())]}}
     path = os.path.join(HERE, f"cpython-{version}.json")
     with open(path, "w") as f:
         json.dump(doc, f, indent=0, ensure_ascii=True)
