@@ -18,6 +18,9 @@ import threading
 from typing import Optional
 
 _READ = 64 * 1024
+# The largest TLS record on the wire: 16 KiB of plaintext, 256 bytes of expansion, a 5-byte
+# header (RFC 8446 §5.2).
+_MAX_RECORD = (1 << 14) + 256 + 5
 
 
 class TlsSocket:
@@ -82,9 +85,12 @@ class TlsSocket:
             out, self._plain = self._plain[:size], self._plain[size:]
             return out
         while not self._eof:
-            # Never read more ciphertext than `size` less the partial record already held: what
-            # it decrypts to then fits in `size`, and nothing is left over for poll() to miss.
-            room = max(size - self._incoming.pending, 1)
+            # Never read more ciphertext than `size` less one whole record (OpenSSL may hold a
+            # partial one, taken out of the BIO) and what the BIO holds: what it decrypts to
+            # then fits in `size`, and nothing is left over for poll() to miss. (The hub reads
+            # 64 KiB at a time; only the handshake's small reads can leave some in `_plain`,
+            # and it reads that before anything else.)
+            room = max(size - _MAX_RECORD - self._incoming.pending, 1)
             data = self._sock.recv(room, flags)
             if not data:
                 self._eof = True
