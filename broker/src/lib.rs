@@ -161,6 +161,9 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
         },
         connections: connections.clone(),
         shutdown: shutdown.clone(),
+        arriving: Arc::new(connection::Arriving::new(
+            s.arriving_limit.bytes().max(s.max_frame.bytes()),
+        )),
     });
     let sources = Arc::new(http::Sources {
         metrics,

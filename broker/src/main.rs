@@ -11,6 +11,13 @@ use tokio::signal::unix::{signal, Signal as UnixSignal, SignalKind};
 use tracing::{debug, info, warn};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc with background threads: memory freed after a burst (200,000 subscriptions closing,
+/// a flood of large frames) goes back to the system within seconds even while the broker is
+/// idle; glibc malloc kept most of it (docs/performance.md has the figures).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// mphub: a message broker for Python's multiprocessing.connection wire.
 #[derive(Debug, Parser)]
 #[command(version, about)]

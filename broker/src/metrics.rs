@@ -149,7 +149,7 @@ impl Metrics {
             protocol_errors: counter_vec(
                 &r,
                 "mphub_protocol_errors_total",
-                "Frames refused, by kind (invalid_message, bad_frame, too_large).",
+                "Frames refused, by kind (invalid_message, bad_frame, too_large, frame_timeout).",
                 "kind",
             ),
             outbound_queued: gauge(
@@ -263,7 +263,7 @@ impl Metrics {
         for reason in ["slow_consumer", "closed"] {
             m.messages_dropped.with_label_values(&[reason]);
         }
-        for kind in ["invalid_message", "bad_frame", "too_large"] {
+        for kind in ["invalid_message", "bad_frame", "too_large", "frame_timeout"] {
             m.protocol_errors.with_label_values(&[kind]);
         }
         for result in ["ok", "error"] {

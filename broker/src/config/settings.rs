@@ -76,6 +76,14 @@ pub struct Settings {
     /// Seconds allowed for the authentication handshake. Default 5.
     #[arg(long, value_name = "SECONDS", required = false)]
     pub handshake_timeout: Seconds,
+    /// Seconds a frame has to arrive whole after its first byte, or the connection is closed
+    /// and the memory it held is freed. Default 60.
+    #[arg(long, value_name = "SECONDS", required = false)]
+    pub frame_timeout: Seconds,
+    /// Bytes of large frames still arriving, all connections together (at least max_frame);
+    /// past it the broker reads no new large frame until one finishes. Default 256MiB.
+    #[arg(long, value_name = "BYTES", required = false)]
+    pub arriving_limit: Size,
     /// Seconds allowed at shutdown to flush queued messages. Default 5.
     #[arg(long, value_name = "SECONDS", required = false)]
     pub shutdown_timeout: Seconds,
@@ -142,6 +150,8 @@ impl Default for Settings {
             tls_key: None,
             tls_client_ca: None,
             handshake_timeout: Seconds::whole(5),
+            frame_timeout: Seconds::whole(60),
+            arriving_limit: Size(256 << 20),
             shutdown_timeout: Seconds::whole(5),
             log_level: "info".into(),
             log_format: LogFormat::Text,

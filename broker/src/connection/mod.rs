@@ -1,8 +1,12 @@
 //! One client connection: the TLS handshake on a `tls://` listener, the HMAC handshake, then a
 //! reader that feeds every frame to the commands (`command/`), beside a writer task
-//! (`writer.rs`) that drains the connection's outbox.
+//! (`writer.rs`) that drains the connection's outbox. `arriving.rs` holds the broker-wide
+//! budget for large frames still arriving.
 
+mod arriving;
 mod reader;
+
+pub use arriving::Arriving;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,6 +38,8 @@ pub struct Context {
     pub connections: Arc<Connections>,
     /// The broker's shutdown phases.
     pub shutdown: Shutdown,
+    /// Memory for large frames still arriving, shared by every connection.
+    pub arriving: Arc<Arriving>,
 }
 
 /// Serves one accepted connection to its end. `peer_addr` is the remote address, printable;
@@ -93,8 +99,15 @@ pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64
         );
         let outbox = Arc::new(outbox);
         let finish = tokio_util::sync::CancellationToken::new();
-        let wait = s.metrics.addr().map(|_| metrics.queue_wait.clone());
-        let writer = tokio::spawn(writer::run(w, rx, outbox.clone(), finish.clone(), wait));
+        let timing = s.metrics.addr().is_some();
+        let writer = tokio::spawn(writer::run(
+            w,
+            rx,
+            outbox.clone(),
+            finish.clone(),
+            metrics.clone(),
+            timing,
+        ));
         ctx.connections.insert(outbox.clone(), config.clone());
 
         let mut session = Session::new(&ctx.services, config.clone(), user, &outbox);
@@ -103,16 +116,21 @@ pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64
         let received = session.received_total();
         ctx.connections.remove(id);
         finish.cancel();
-        let (ended, sent) = writer.await.unwrap_or((Ended::Killed, 0));
+        let summary = writer.await.unwrap_or(writer::Summary {
+            ended: Ended::Killed,
+            written: 0,
+            discarded: 0,
+        });
         metrics.connections.dec();
         // The user's place is free before the close is logged: whoever reads the log line can
         // connect again as that user.
         drop(admission);
-        let ended = match ended {
+        let ended = match summary.ended {
             Ended::Flushed => "flushed".to_string(),
-            Ended::Killed => "dropped its queue".to_string(),
+            Ended::Killed => format!("dropped {} queued messages", summary.discarded),
             Ended::Failed(e) => format!("write failed: {e}"),
         };
+        let sent = summary.written;
         info!(
             peer = %peer_addr,
             duration_s = started.elapsed().as_secs_f64(),
