@@ -57,7 +57,13 @@ impl Client {
     /// that, a lost connection is re-established in the background.
     pub async fn connect(address: &str, opts: ConnectOptions) -> Result<Client> {
         let addr = Address::parse(address)?;
-        let conn = Connection::open(&addr, opts.authkey.as_deref(), opts.connect_timeout).await?;
+        let conn = Connection::open(
+            &addr,
+            opts.authkey.as_deref(),
+            opts.connect_timeout,
+            opts.tls.as_ref(),
+        )
+        .await?;
         let state = Arc::new(State::new());
         let (tx, rx) = mpsc::channel(opts.send_queue);
         tokio::spawn(driver::run(state.clone(), addr, opts.clone(), rx, conn));

@@ -15,6 +15,7 @@ pub struct ConnectOptions {
     pub(crate) max_pending: usize,
     pub(crate) send_queue: usize,
     pub(crate) max_frame: u64,
+    pub(crate) tls: Option<crate::tls::Config>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -29,6 +30,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("max_pending", &self.max_pending)
             .field("send_queue", &self.send_queue)
             .field("max_frame", &self.max_frame)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -45,6 +47,7 @@ impl Default for ConnectOptions {
             max_pending: 65_536,
             send_queue: 8_192,
             max_frame: crate::connection::DEFAULT_MAX_FRAME,
+            tls: None,
         }
     }
 }
@@ -108,6 +111,16 @@ impl ConnectOptions {
     /// Largest frame accepted from the broker (default 64 MiB; match the broker's).
     pub fn max_frame(mut self, bytes: u64) -> Self {
         self.max_frame = bytes;
+        self
+    }
+
+    /// Connect with TLS using `config` (feature `tls`): for a `host:port` or `tls://host:port`
+    /// address. Without it, a `tls://` address trusts the system's CAs. Build `config` with
+    /// the [`rustls`](crate::rustls) this crate re-exports, e.g. with the roots of a private CA
+    /// and, for a broker with `tls_client_ca`, a client certificate.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
         self
     }
 }

@@ -11,7 +11,7 @@ import logging
 import pickle
 from typing import Any, Callable, Generic, Optional, Sequence, Tuple
 
-from ._address import AddressLike, parse
+from ._address import AddressLike, TlsOption, parse
 from ._connect import authkey_from_env
 from ._core import Core, Lock, W
 from ._policy import payload_policy
@@ -47,6 +47,7 @@ class HubBase(Generic[W]):
         metrics_interval: float = 1.0,
         payloads: str = "any",
         allow_globals: Sequence[str] = (),
+        tls: TlsOption = None,
     ) -> None:
         """Every option of both hubs, keyword-only and optional:
 
@@ -70,8 +71,11 @@ class HubBase(Generic[W]):
                            subscription's `refused` and reported to `on_error` as
                            `PayloadRefused` ("any")
         allow_globals      `module.qualname` names a "data" payload may import (())
+        tls                an `ssl.SSLContext` for a TLS connection (a "tls://host:port" address
+                           without one uses `ssl.create_default_context()`: the system's CAs,
+                           certificate and host name verified); True for that default
         """
-        self.address = parse(address)
+        self.address = parse(address, tls)
         self.max_pending = max_pending
         self.on_disconnected = on_disconnected
         self.on_reconnected = on_reconnected
