@@ -8,8 +8,8 @@
 //!
 //! Options: `--quick` (a fifth of the messages, 1 s of latency, 2,000 idle connections),
 //! `--runs N` (default 3; medians with min–max), `--metrics-off` (mphub without its metrics
-//! endpoint and per-publish timing), `--baseline BIN` (another mphub binary measured in the
-//! same runs, for before/after), `--only TEXT` (workloads whose name contains TEXT),
+//! endpoint and per-publish timing), `--baseline [LABEL=]BIN` (another mphub binary measured in
+//! the same runs, for before/after; repeatable), `--only TEXT` (workloads whose name contains TEXT),
 //! `--perf DIR` (a `perf record -g` profile of the server per measurement, into DIR).
 //!
 //! It builds nothing itself: it runs `target/release/mphub` (or `$MPHUB_BIN`) and Debian's
@@ -191,8 +191,18 @@ fn main() {
             idle,
         ]
     };
-    if let Some(bin) = arg_value(&args, "--baseline") {
-        targets.push(Target::mphub("baseline", &bin, metrics));
+    // `--baseline BIN` or `--baseline LABEL=BIN`, as often as wanted: other builds measured in
+    // the same runs (before/after, or several steps of one change).
+    for (i, a) in args.iter().enumerate() {
+        if a != "--baseline" {
+            continue;
+        }
+        let Some(v) = args.get(i + 1) else { continue };
+        let (label, bin) = match v.split_once('=') {
+            Some((l, b)) => (l.to_string(), b.to_string()),
+            None => ("baseline".to_string(), v.clone()),
+        };
+        targets.push(Target::mphub(&label, &bin, metrics));
     }
     let works: Vec<Work> = works
         .into_iter()
