@@ -18,6 +18,7 @@ use mphub_protocol::{reply, Envelope, Frame, Refused, Scanner};
 use tracing::debug;
 
 use crate::config::{Config, User};
+use crate::index::Recent;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::route::{Forward, Router, Tally};
@@ -129,6 +130,8 @@ pub struct Session<'a> {
     received_bytes: u64,
     received_total: u64,
     tally: Tally,
+    /// This connection's last lookup, reused while the index is unchanged.
+    recent: Recent,
     /// Whether metrics are served: only then is each publish timed and its fan-out observed.
     timing: bool,
     epoch: Instant,
@@ -156,6 +159,7 @@ impl<'a> Session<'a> {
             received_bytes: 0,
             received_total: 0,
             tally: Tally::default(),
+            recent: Recent::default(),
             timing,
             epoch: Instant::now(),
         }
@@ -300,6 +304,7 @@ impl<'a> Session<'a> {
 
     /// Folds this batch's counts into the shared metrics.
     pub fn fold(&mut self) {
+        self.services.router.index().fold_hits(&mut self.recent);
         let m = &self.services.metrics;
         if self.received > 0 {
             m.messages_received.inc_by(self.received);

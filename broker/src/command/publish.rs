@@ -16,9 +16,9 @@ pub(super) fn publish(s: &mut Session<'_>, topic: &str, frame: &Frame) {
     }
     let services = s.services;
     let at = if s.timing { Instant::now() } else { s.epoch };
-    let matches = services.router.lookup(topic);
+    let matches = services.router.lookup_recent(topic, &mut s.recent);
     let routed = services.router.route(
-        &matches,
+        matches,
         Audience::Everyone,
         topic,
         frame.wire(),

@@ -187,6 +187,9 @@ pub struct Index {
     /// this lock (taken after the trie's, only on a miss or a change).
     cached: Mutex<CachedTopics>,
     subscriptions: AtomicU64,
+    /// Bumped by every change, after its invalidation: a copy of a lookup taken at generation
+    /// `g` is still right while this reads `g` (see [`Recent`]).
+    generation: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -199,6 +202,17 @@ impl std::fmt::Debug for Index {
             .field("followed", &self.follower.get().is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// One connection's last lookup, for [`Index::lookup_recent`]. The topic's buffer is reused, so
+/// a publisher cycling over many topics allocates nothing here either.
+#[derive(Debug, Default)]
+pub struct Recent {
+    topic: String,
+    generation: u64,
+    matches: Option<Arc<Matches>>,
+    /// Lookups answered here since the last [`Index::fold_hits`].
+    hits: u64,
 }
 
 /// What an unsubscribe did.
@@ -248,6 +262,7 @@ impl Index {
         }
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
         self.invalidate(pattern);
+        self.generation.fetch_add(1, Ordering::Release);
         let change = self.tell(first.then(|| InterestChange::Gained {
             pattern: pattern.to_owned(),
             group: group.map(str::to_owned),
@@ -280,6 +295,7 @@ impl Index {
         }
         self.subscriptions.fetch_sub(1, Ordering::Relaxed);
         self.invalidate(pattern);
+        self.generation.fetch_add(1, Ordering::Release);
         if let Some(g) = group {
             self.tell(Some(InterestChange::Left {
                 member: id,
@@ -326,6 +342,35 @@ impl Index {
         cached.insert(topic);
         self.cache.insert(topic.into(), m.clone());
         m
+    }
+
+    /// Who gets a message on `topic`, reusing `recent` (one connection's last lookup) while
+    /// nothing in the index has changed since it was taken: a publisher sending on one topic
+    /// skips the shared cache (its hash, its shard's lock, the hit counter's cache line that
+    /// both cores write). Any subscribe or unsubscribe anywhere makes the next call go to the
+    /// shared cache, which keeps its entries through changes that do not concern them.
+    pub fn lookup_recent<'r>(&self, topic: &str, recent: &'r mut Recent) -> &'r Arc<Matches> {
+        // Read before the lookup: a change landing in between leaves `recent` one generation
+        // behind, so the next call looks again.
+        let generation = self.generation.load(Ordering::Acquire);
+        let fresh = recent.generation == generation && recent.topic == topic;
+        if fresh && recent.matches.is_some() {
+            recent.hits += 1;
+        } else {
+            recent.topic.clear();
+            recent.topic.push_str(topic);
+            recent.generation = generation;
+            recent.matches = None;
+        }
+        recent.matches.get_or_insert_with(|| self.lookup(topic))
+    }
+
+    /// Adds the hits counted in `recent` to the cache's statistics (once per read batch).
+    pub fn fold_hits(&self, recent: &mut Recent) {
+        if recent.hits > 0 {
+            self.hits.fetch_add(recent.hits, Ordering::Relaxed);
+            recent.hits = 0;
+        }
     }
 
     /// Subscriptions held now.

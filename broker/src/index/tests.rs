@@ -268,3 +268,29 @@ fn a_cache_that_started_over_at_its_limit_still_drops_what_a_change_alters() {
         .plain
         .is_empty());
 }
+
+#[test]
+fn a_connection_s_recent_lookup_follows_every_change_and_its_hits_are_counted() {
+    let idx = Index::default();
+    let (a, b) = (outbox(1), outbox(2));
+    let mut recent = Recent::default();
+    assert!(idx.lookup_recent("t.x", &mut recent).plain.is_empty());
+    idx.subscribe(&a, "t.x", None);
+    assert_eq!(ids(idx.lookup_recent("t.x", &mut recent)), vec![1]);
+    // A change elsewhere: the answer is looked up again and stays right.
+    idx.subscribe(&b, "other", None);
+    assert_eq!(ids(idx.lookup_recent("t.x", &mut recent)), vec![1]);
+    idx.subscribe(&b, "t.*", None);
+    assert_eq!(ids(idx.lookup_recent("t.x", &mut recent)), vec![1, 2]);
+    // Another topic replaces the one remembered.
+    assert_eq!(ids(idx.lookup_recent("t.y", &mut recent)), vec![2]);
+    assert_eq!(ids(idx.lookup_recent("t.x", &mut recent)), vec![1, 2]);
+    idx.unsubscribe(1, "t.x", None);
+    assert_eq!(ids(idx.lookup_recent("t.x", &mut recent)), vec![2]);
+    let (hits, misses) = idx.cache_stats();
+    for _ in 0..5 {
+        assert_eq!(ids(idx.lookup_recent("t.x", &mut recent)), vec![2]);
+    }
+    idx.fold_hits(&mut recent);
+    assert_eq!(idx.cache_stats(), (hits + 5, misses));
+}
