@@ -317,6 +317,8 @@ fn print_table(targets: &[Target], works: &[Work], samples: &[Vec<Vec<Sample>>],
         if metrics { "on" } else { "off" },
         samples.first().and_then(|s| s.first()).map_or(0, Vec::len)
     );
+    // A blank line: a Markdown table must not continue a paragraph.
+    println!();
     let first = &targets[0].label;
     let mut head = String::from("| workload |");
     for t in targets {
