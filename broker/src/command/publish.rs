@@ -1,7 +1,5 @@
 //! `(topic, payload)`: route the frame to local subscribers as it is, then beyond this node.
 
-use std::time::Instant;
-
 use mphub_protocol::Frame;
 
 use super::{Action, Session};
@@ -15,7 +13,7 @@ pub(super) fn publish(s: &mut Session<'_>, topic: &str, frame: &Frame) {
         return;
     }
     let services = s.services;
-    let at = if s.timing { Instant::now() } else { s.epoch };
+    let at = s.routing_stamp();
     let matches = services.router.lookup_recent(topic, &mut s.recent);
     let routed = services.router.route(
         matches,
@@ -25,8 +23,9 @@ pub(super) fn publish(s: &mut Session<'_>, topic: &str, frame: &Frame) {
         at,
         &mut s.tally,
     );
+    s.unstamped += routed.delivered.max(1);
     if s.timing {
-        services.metrics.fanout.observe(routed.delivered as f64);
+        s.fanout.observe(routed.delivered as f64);
     }
     if let Some(forward) = &services.forward {
         let body = frame.wire().slice(frame.header_len()..);
