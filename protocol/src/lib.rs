@@ -10,6 +10,7 @@
 //!   by walking its opcodes without decoding the payload.
 //! - [`topic`]: topic, pattern and queue-group rules and wildcard matching.
 //! - [`reply`]: the broker's `$ok`, `$pong` and `$error` replies.
+//! - [`name`]: connection names (`$hello`).
 //! - [`error`]: one error enum per layer.
 //!
 //! Nothing here depends on an async runtime except [`io`].
@@ -20,6 +21,7 @@ pub mod frame;
 pub mod handshake;
 #[cfg(feature = "tokio")]
 pub mod io;
+pub mod name;
 pub mod reply;
 pub mod topic;
 
