@@ -52,6 +52,11 @@ pub struct Outbox {
     /// Topics this connection's user may never receive (`deny_subscribe`); empty for almost
     /// every connection, and swapped whole when a reload changes the user's permissions.
     deny: ArcSwapOption<Vec<String>>,
+    /// Frames and bytes written, added once per write by the writer (for introspection).
+    sent: AtomicU64,
+    sent_bytes: AtomicU64,
+    /// Frames dropped for this connection by the `drop` policy (only that path counts).
+    dropped: AtomicU64,
 }
 
 impl Outbox {
@@ -72,6 +77,9 @@ impl Outbox {
                 drops: AtomicBool::new(policy == SlowConsumer::Drop),
                 kill,
                 deny: ArcSwapOption::empty(),
+                sent: AtomicU64::new(0),
+                sent_bytes: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
             },
             rx,
         )
@@ -109,7 +117,10 @@ impl Outbox {
         if before != 0 && before + len > limit {
             self.queued.fetch_sub(len, Ordering::AcqRel);
             return match self.drops.load(Ordering::Relaxed) {
-                true => Delivery::Dropped,
+                true => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    Delivery::Dropped
+                }
                 false => {
                     if self.kill.is_cancelled() {
                         Delivery::Closed
@@ -142,9 +153,29 @@ impl Outbox {
         }
     }
 
-    /// The writer reports bytes it has written.
-    pub fn written(&self, bytes: u64) {
+    /// The writer reports one write: `frames` frames of `bytes` bytes in all.
+    pub fn written(&self, bytes: u64, frames: u64) {
         self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        self.sent.fetch_add(frames, Ordering::Relaxed);
+        self.sent_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Frames and bytes written to this connection so far (replies included).
+    pub fn sent(&self) -> (u64, u64) {
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.sent_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Frames dropped for this connection by the `drop` slow-consumer policy so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The outbound limit in force for this connection, in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed)
     }
 
     /// Bytes queued and not yet written.

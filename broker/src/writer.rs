@@ -56,7 +56,7 @@ pub async fn run(
             r = write_all(&mut w, &batch) => r,
             _ = outbox.kill.cancelled() => return (Ended::Killed, written),
         };
-        outbox.written(bytes);
+        outbox.written(bytes, batch.len() as u64);
         written += batch.len() as u64;
         if let (Some(h), Some((_, at))) = (&wait, batch.first()) {
             // One sample per write: the oldest frame of the batch, which waited longest.

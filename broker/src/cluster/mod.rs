@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 use crate::config::ClusterConfig;
 use crate::route::{Forward, Router, Served};
 use crate::shutdown::Shutdown;
-use metrics::{ClusterMetrics, InboundDropped};
+use metrics::{ClusterMetrics, InboundDropped, NotForwarded};
 use outbound::Outbound;
 
 /// What the bridge needs of the local broker.
@@ -73,6 +73,26 @@ pub struct Cluster {
     link: Arc<Link>,
     /// The NATS client's own counters.
     stats: Arc<async_nats::Statistics>,
+}
+
+/// The bridge at a glance, for the status page: what `/metrics` says about it, in one value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// Connected to a NATS server now.
+    pub connected: bool,
+    /// The NATS servers configured, passwords hidden.
+    pub urls: Vec<String>,
+    /// Why the last connection attempt failed, while not connected.
+    pub last_error: Option<String>,
+    /// Bytes of local publishes waiting for NATS now (the bridge's backlog).
+    pub queued_bytes: u64,
+    /// Local publishes handed to NATS.
+    pub sent: u64,
+    /// Messages received from NATS.
+    pub received: u64,
+    /// Local publishes not forwarded, by reason label (`disconnected`, `backlog`, `too_large`,
+    /// `error`).
+    pub not_forwarded: Vec<(&'static str, u64)>,
 }
 
 /// A NATS connection could not even be set up (a credentials file that does not parse, say).
@@ -168,6 +188,36 @@ impl Cluster {
             .set(i64::try_from(self.link.out.queued()).unwrap_or(i64::MAX));
         let seen = self.stats.in_messages.load(Ordering::Relaxed);
         m.nats_in.inc_by(seen.saturating_sub(m.nats_in.get()));
+    }
+}
+
+impl Cluster {
+    /// The bridge's state now (for the status page).
+    pub fn status(&self) -> ClusterStatus {
+        let m = &self.link.metrics;
+        let connected = self.link.out.connected.load(Ordering::Acquire);
+        ClusterStatus {
+            connected,
+            urls: self.link.config.redacted_urls(),
+            last_error: self
+                .link
+                .status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .last_error
+                .clone()
+                .filter(|_| !connected),
+            queued_bytes: self.link.out.queued(),
+            sent: m.sent.get(),
+            received: m.received.get(),
+            not_forwarded: NotForwarded::ALL
+                .iter()
+                .map(|r| {
+                    let n = m.not_forwarded.with_label_values(&[r.label()]).get();
+                    (r.label(), n)
+                })
+                .collect(),
+        }
     }
 }
 

@@ -15,15 +15,19 @@ pub(super) fn subscribe(s: &mut Session<'_>, i: &Interest<'_>) {
     }
     let key = (i.pattern.to_string(), i.group.as_deref().map(str::to_owned));
     let max = s.config.settings.max_subscriptions.get();
-    if !s.subs.contains(&key) && s.subs.len() >= max {
+    let mut subs = s.conn.subscriptions();
+    if !subs.contains(&key) && subs.len() >= max {
         let reason = format!(
             "subscription limit reached: this connection holds {} (max_subscriptions)",
-            s.subs.len()
+            subs.len()
         );
+        drop(subs);
         s.refuse("invalid_message", &reason);
         return;
     }
-    if s.subs.insert(key) {
+    let new = subs.insert(key);
+    drop(subs);
+    if new {
         s.services
             .router
             .index()
@@ -35,7 +39,8 @@ pub(super) fn subscribe(s: &mut Session<'_>, i: &Interest<'_>) {
 /// Unsubscribes; answered `$ok` whether or not the connection held it.
 pub(super) fn unsubscribe(s: &mut Session<'_>, i: &Interest<'_>) {
     let key = (i.pattern.to_string(), i.group.as_deref().map(str::to_owned));
-    if s.subs.remove(&key) {
+    let held = s.conn.subscriptions().remove(&key);
+    if held {
         s.services
             .router
             .index()

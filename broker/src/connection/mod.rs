@@ -14,7 +14,7 @@ use tracing::{info, Instrument};
 
 use crate::command::{Services, Session};
 use crate::config::{Config, User};
-use crate::connections::Connections;
+use crate::connections::{Connections, Entry};
 use crate::net::{ReadHalf, Stream, WriteHalf};
 use crate::outbox::Outbox;
 use crate::shutdown::Shutdown;
@@ -36,12 +36,21 @@ pub struct Context {
 
 /// Serves one accepted connection to its end. `peer_addr` is the remote address, printable.
 pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64) {
-    let span = tracing::info_span!("conn", id, user = tracing::field::Empty);
+    // `name` is recorded when the client says `$hello` (command/hello.rs).
+    let span = tracing::info_span!(
+        "conn",
+        id,
+        user = tracing::field::Empty,
+        name = tracing::field::Empty
+    );
     async move {
         let started = Instant::now();
         let mut config_rx = ctx.config.clone();
         let config = config_rx.borrow_and_update().clone();
         let metrics = &ctx.services.metrics;
+        if let Err(e) = stream.set_keepalive(config.settings.keepalive.duration()) {
+            tracing::debug!(error = %e, "cannot turn on TCP keepalive");
+        }
         let (mut r, mut w) = stream.into_split();
         let mut buf = BytesMut::new();
         let auth = authenticate(&ctx, &config, &mut r, &mut w, &mut buf, &peer_addr).await;
@@ -78,9 +87,10 @@ pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64
         let finish = tokio_util::sync::CancellationToken::new();
         let wait = s.metrics.addr().map(|_| metrics.queue_wait.clone());
         let writer = tokio::spawn(writer::run(w, rx, outbox.clone(), finish.clone(), wait));
-        ctx.connections.insert(outbox.clone(), config.clone());
+        let entry = Entry::new(outbox.clone(), config.clone(), &user, peer_addr.clone());
+        let entry = ctx.connections.insert(entry);
 
-        let mut session = Session::new(&ctx.services, config.clone(), user, &outbox);
+        let mut session = Session::new(&ctx.services, config.clone(), user, &entry);
         let why = reader::read_loop(&mut session, &ctx, &mut config_rx, &mut r, &mut buf).await;
         session.close();
         let received = session.received_total();

@@ -1,10 +1,16 @@
-//! The HTTP endpoint: `/metrics` (Prometheus text format) and `/healthz`.
+//! The HTTP endpoint: `/metrics` (Prometheus text format) and `/healthz` (here), the JSON
+//! introspection endpoints `/connections`, `/subscriptions`, `/topics` and `/status`
+//! ([`introspect`]), and the status page at `/` ([`page`]).
 //!
 //! `/healthz` answers 200 while the broker accepts connections and 503 once shutdown has begun;
 //! the endpoint keeps serving until every connection is closed, so the 503 can be seen. With
 //! `--cluster`, a second line tells whether the node is connected to NATS.
 
+pub mod introspect;
+pub mod page;
+
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -12,13 +18,16 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing::error;
 
 use crate::cluster::Cluster;
+use crate::config::Config;
 use crate::connections::Connections;
 use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::topics::Topics;
 use crate::worker_metrics;
 
 /// What the endpoint reads.
@@ -36,6 +45,12 @@ pub struct Sources {
     pub cluster: Option<Arc<Cluster>>,
     /// The broker's shutdown phases.
     pub shutdown: Shutdown,
+    /// The configuration in force (limits shown beside the figures they bound).
+    pub config: watch::Receiver<Arc<Config>>,
+    /// Sampled publish topics.
+    pub topics: Arc<Topics>,
+    /// When the broker started.
+    pub started: SystemTime,
 }
 
 impl Sources {
@@ -86,6 +101,11 @@ pub async fn serve(src: Arc<Sources>, listener: TcpListener) {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/", get(page::status_page))
+        .route("/connections", get(introspect::connections))
+        .route("/subscriptions", get(introspect::subscriptions))
+        .route("/topics", get(introspect::topics))
+        .route("/status", get(introspect::status))
         .with_state(src);
     let server =
         axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.finished().await });
