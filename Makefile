@@ -9,7 +9,7 @@ MACHINE_PATH := $(PATH)
 export PATH := $(VENV)/bin:$(MACHINE_PATH)
 PYTHON := $(VENV)/bin/python
 
-.PHONY: check deps system-deps venv fmt clippy doc lint-py deploy-check test test-rust test-e2e build py313 vectors fuzz bench bench-py bench-rs bench-metrics bench-compare bench-cluster loadgen
+.PHONY: check deps system-deps venv fmt clippy doc lint-py deploy-check test test-rust test-e2e build py313 vectors fuzz bench bench-py bench-rs bench-metrics bench-compare bench-cluster bench-memory loadgen
 
 check: deps fmt clippy doc lint-py test deploy-check
 
@@ -102,6 +102,10 @@ bench-metrics: venv build
 # mphub-client (Rust) publish/receive throughput beside raw frames on the same broker.
 bench-rs: build
 	$(CARGO) bench -p mphub-client --bench throughput
+
+# The broker's memory under subscriptions, big frames and frames that never finish.
+bench-memory: build
+	$(PYTHON) bench/memory.py
 
 # Throughput, latency, CPU and memory figures against the release binary (see docs/performance.md).
 loadgen: build

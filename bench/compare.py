@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -172,8 +173,13 @@ def versions():
             return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip().splitlines()[0]
         except Exception as e:  # noqa: BLE001
             return f"unavailable ({e})"
-    import nats
-    import redis
+    def dist(name):
+        # The installed distribution's own record: a module's __version__ is not always there
+        # (nats-py has none at the top level).
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
     import zmq
     return {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
@@ -181,8 +187,8 @@ def versions():
         "mphub": out([str(ROOT / "target/release/mphub"), "--version"]),
         "redis-server": out(["redis-server", "--version"]),
         "nats-server": out(["nats-server", "--version"]),
-        "redis-py": redis.__version__, "nats-py": nats.__version__ if hasattr(nats, "__version__") else "?",
-        "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(),
+        "redis-py": dist("redis"), "nats-py": dist("nats-py"),
+        "pyzmq": dist("pyzmq"), "libzmq": zmq.zmq_version(),
     }
 
 

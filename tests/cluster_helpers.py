@@ -1,7 +1,10 @@
 """Helpers for the cluster tests: mphub nodes on NATS, a cross-node readiness barrier, metrics."""
 
+import contextlib
 import itertools
+import os
 import re
+import signal
 import socket
 import time
 import urllib.request
@@ -82,3 +85,44 @@ def raw_nats_publish(url, subject, payload):
         s.sendall(b'CONNECT {"verbose":false}\r\n')
         s.sendall(b"PUB %s %d\r\n%s\r\nPING\r\n" % (subject.encode(), len(payload), payload))
         assert f.readline() == b"PONG\r\n"
+
+
+@contextlib.contextmanager
+def frozen(proc):
+    """SIGSTOPs a process (an mphub node's or nats-server's) for the block: it keeps its
+    connections but reads and writes nothing, like a VM stall or a long GC pause."""
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGCONT)
+
+
+def drain(conn, count, timeout=60):
+    """The next `count` messages `conn` receives (settle's probes left out)."""
+    got = []
+    while len(got) < count:
+        assert conn.poll(timeout), f"only {len(got)} of {count} within {timeout}s"
+        m = conn.recv()
+        if not (isinstance(m, tuple) and str(m[0]).startswith("probe.")):
+            got.append(m)
+    return got
+
+
+def small_receive_buffer(conn, size=64 << 10):
+    """Shrinks the socket receive buffer of client `conn`: what the broker sends it then waits
+    in the broker's queue for it, where the outbound limit applies, not in the kernel (which
+    on loopback would take tens of MiB)."""
+    s = socket.socket(fileno=os.dup(conn.fileno()))
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    finally:
+        s.close()  # the duplicate only
+
+
+def wait_until(condition, timeout=60, what="the condition"):
+    """Returns once `condition()` holds, checking it every 20 ms; fails after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not hold within {timeout}s"
+        time.sleep(0.02)

@@ -76,10 +76,18 @@ class Broker:
             return self._new_line.wait_for(lambda: sum(text in l for l in self.lines) >= count, timeout)
 
     def rss_kib(self):
+        """Resident memory now."""
+        return self._status_kib("VmRSS:")
+
+    def peak_rss_kib(self):
+        """The most resident memory since start (the kernel's high-water mark)."""
+        return self._status_kib("VmHWM:")
+
+    def _status_kib(self, field):
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1])
-        return 0
+        raise AssertionError(f"no {field} for pid {self.proc.pid}")
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
         if self.proc.poll() is None:

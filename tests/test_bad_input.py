@@ -4,7 +4,7 @@ import os
 import struct
 from multiprocessing.connection import Client
 
-from conftest import KEY
+from conftest import KEY, ROOT, run_py313
 from scenarios import barrier, subscribe
 
 
@@ -77,3 +77,21 @@ def test_a_frame_over_the_limit_is_refused_before_it_is_read(start_broker):
     c.send(("t", b"x" * 2000))
     reply = c.recv()
     assert reply[0] == "$error" and "1024" in reply[1], reply
+
+
+def test_a_stock_client_sending_8_mb_against_a_1_kib_limit_reads_why_it_was_refused(
+    start_broker, interpreter
+):
+    b = start_broker("--max-frame", "1KiB")
+    sub = bystander(b)
+    size = 8_000_000
+    if interpreter is None:
+        from oversized import send_oversized
+
+        reply = send_oversized(b.address, KEY, size)
+        assert reply[0] == "$error" and "exceeds the limit" in reply[1] and "1024" in reply[1], reply
+    else:
+        r = run_py313(ROOT / "tests/python/oversized.py", b.addrs[0], KEY.hex(), size)
+        assert r.returncode == 0, r.stderr + "\n" + b.log()
+        assert "ok oversized 3.13" in r.stdout
+    still_fine(b, sub)

@@ -96,7 +96,8 @@ def test_the_page_shows_the_nats_bridge_of_a_cluster_node(nats, node, browser):
     assert n.wait_for_log("cluster: connected to NATS")
     page = browser.open(base_url(n) + "/")
     assert page.wait_for("document.querySelector('#c-state').innerText === 'connected'"), page.text()
-    assert page.wait_for_text(["NATS BRIDGE", server.url, "backlog to NATS"], selector="#cluster")
+    assert page.wait_for_text(["NATS BRIDGE", server.url, "max payload 1.0 MiB", "backlog to NATS (limit",
+                               "NATS subscriptions"], selector="#cluster"), page.text("#cluster")
     c = named(n, "cluster-publisher")
     for i in range(100):
         c.send(("x.y", i))

@@ -1,11 +1,11 @@
 """Worker metrics (PROTOCOL §10): stock `$metrics` tuples and client-py's API, aggregated by the
-broker and served on /metrics; a SIGKILLed worker never makes a total go down."""
+broker and served on /metrics; a SIGKILLed worker never makes a total go down; batches that share
+objects decode at every pickle protocol; names never collide; all ten gauge modes."""
 
 import multiprocessing
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 import urllib.request
@@ -13,7 +13,7 @@ from multiprocessing.connection import Client
 
 import mphub
 import pytest
-from conftest import KEY
+from conftest import KEY, ROOT, run_py313
 from scenarios import barrier
 
 
@@ -138,7 +138,8 @@ def test_a_killed_pool_worker_never_makes_totals_go_down(mbroker):
     import metrics_worker
 
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(8, initializer=metrics_worker.init, initargs=(mbroker.addrs[0], KEY)) as pool:
+    reports, report = ctx.Pipe(duplex=False)
+    with ctx.Pool(8, initializer=metrics_worker.init, initargs=(mbroker.addrs[0], KEY, report)) as pool:
         first = pool.map(metrics_worker.work, range(400), chunksize=5)
         done = {}
         for pid, n in first:
@@ -147,15 +148,15 @@ def test_a_killed_pool_worker_never_makes_totals_go_down(mbroker):
         total = value(before, 'jobs_done_total{queue="even"}') + value(before, 'jobs_done_total{queue="odd"}')
         assert total == 400 and value(before, "job_seconds_count") == 400
         assert value(before, "worker_jobs") == 400
-        victim = max(done, key=done.get)
-        os.kill(victim, signal.SIGKILL)
+        pool.apply_async(metrics_worker.die)  # one worker adds a job to its gauges and is SIGKILLed
+        victim, victim_done = reports.recv()
         # The dead worker's livesum share goes; its max stays; the counters do not move.
         deadline = time.monotonic() + 30
-        while value(scrape(mbroker), "worker_jobs") != 400 - done[victim] and time.monotonic() < deadline:
+        while value(scrape(mbroker), "worker_jobs") != 401 - victim_done and time.monotonic() < deadline:
             pass
         after = scrape(mbroker)
-        assert value(after, "worker_jobs") == 400 - done[victim]
-        assert value(after, "worker_jobs_most") == done[victim]
+        assert value(after, "worker_jobs") == 401 - victim_done
+        assert value(after, "worker_jobs_most") == max(victim_done, *done.values())
         assert value(after, 'jobs_done_total{queue="even"}') == 200
         assert value(after, "job_seconds_count") == 400
         pool.map(metrics_worker.work, range(400, 800), chunksize=5)  # survivors and a new worker
@@ -192,3 +193,124 @@ def test_the_series_cap_rejects_the_next_series(mbroker):
     text = scrape(mbroker)
     assert value(text, "mphub_metrics_series") == 10_000
     assert value(text, 'mphub_metrics_rejected_total{reason="limit"}') == 1
+
+
+def settle(broker, sample, want):
+    """Scrape until `sample` has the value `want` (None: absent); a close reaches the broker's
+    store asynchronously, so this waits on the condition, not on time."""
+    deadline = time.monotonic() + 30
+    while value(scrape(broker), sample) != want and time.monotonic() < deadline:
+        pass
+    return value(scrape(broker), sample)
+
+
+def test_a_labels_dict_shared_by_two_ops_counts_twice_and_is_silent(mbroker):
+    # The issue's example: the second `lbl` is a memo reference in the pickle.
+    lbl = {"queue": "a"}
+    c = Client(mbroker.address, authkey=KEY)
+    c.send(("$metrics", [("declare", "k_total", "counter", "k", ("queue",), {}),
+                         ("inc", "k_total", lbl, 1), ("inc", "k_total", lbl, 1)]))
+    assert barrier(c) == []
+    assert value(scrape(mbroker), 'k_total{queue="a"}') == 2
+
+
+def test_batches_sharing_dicts_tuples_and_lists_decode_at_every_protocol(mbroker, interpreter):
+    import shared_metrics
+
+    if interpreter is None:
+        shared_metrics.main(mbroker.address, KEY)
+    else:
+        r = run_py313(ROOT / "tests/python/shared_metrics.py", mbroker.addrs[0], KEY.hex())
+        assert r.returncode == 0 and r.stdout.startswith("ok 3.13"), r.stderr + mbroker.log()
+    text = scrape(mbroker)
+    for proto in range(6):
+        p = f"p{proto}"
+        assert value(text, f'shared_{p}_total{{queue="a"}}') == 3, p
+        series = '{queue="b",host="h1"'
+        assert value(text, f"shared_{p}_seconds_count{series}}}") == 2, p
+        assert value(text, f'shared_{p}_seconds_bucket{series},le="0.5"}}') == 1, p
+        assert value(text, f"shared_{p}_gauge{series}}}") == 2**70, p
+        assert f"# TYPE shared_{p}_other histogram" in text
+    assert value(text, 'mphub_metrics_rejected_total{reason="decode"}') == 0
+
+
+def test_client_py_observes_a_labelled_histogram_twice_in_one_batch(mbroker):
+    hub = mphub.connect(mbroker.addrs[0], authkey=KEY, metrics_interval=3600)
+    lat = hub.histogram("twice_seconds", "Latency", labels=("route",), buckets=(0.5, 1))
+    child = lat.labels(route="/a")
+    child.observe(0.2)
+    child.observe(0.7)
+    hub.flush()
+    child.observe(2)  # the next batch applies too: the first one declared the family
+    hub.flush()
+    text = scrape(mbroker)
+    assert value(text, 'twice_seconds_count{route="/a"}') == 3
+    assert value(text, 'twice_seconds_bucket{route="/a",le="0.5"}') == 1
+    assert value(text, 'mphub_metrics_rejected_total{reason="undeclared"}') == 0
+    hub.close()
+
+
+@pytest.mark.parametrize("first", ["histogram", "gauge"])
+def test_a_name_another_family_writes_is_refused_whichever_comes_first(mbroker, first):
+    histogram = ("declare", "q", "histogram", "h", (), {})
+    gauge = ("declare", "q_count", "gauge", "g", (), {"mode": "mostrecent"})
+    ops = [histogram, gauge] if first == "histogram" else [gauge, histogram]
+    c = Client(mbroker.address, authkey=KEY)
+    c.send(("$metrics", ops + [("observe", "q", {}, 1), ("set", "q_count", {}, 5)]))
+    (reply,) = barrier(c)
+    assert reply[0] == "$error" and '"q_count"' in reply[1], reply
+    assert "2 of 4 ops rejected" in reply[1], reply  # the refused family's update is undeclared
+    text = scrape(mbroker)
+    assert len(re.findall(r"^q_count ", text, re.M)) == 1
+    assert value(text, 'mphub_metrics_rejected_total{reason="conflict"}') == 1
+
+
+def test_livemostrecent_follows_the_latest_live_writer_as_writers_close(mbroker):
+    decl = [("declare", "latest", "gauge", "l", (), {"mode": "livemostrecent"}),
+            ("declare", "latest_kept", "gauge", "l", (), {"mode": "mostrecent"})]
+    a, b = Client(mbroker.address, authkey=KEY), Client(mbroker.address, authkey=KEY)
+    for conn, v in [(a, 1), (b, 2)]:
+        conn.send(("$metrics", decl + [("set", "latest", {}, v), ("set", "latest_kept", {}, v)]))
+        assert barrier(conn) == []
+    text = scrape(mbroker)
+    assert value(text, "latest") == 2 and value(text, "latest_kept") == 2
+    b.close()  # the latest writer goes: the latest value among live writers shows
+    assert settle(mbroker, "latest", 1) == 1
+    assert value(scrape(mbroker), "latest_kept") == 2
+    a.close()  # no live writer left: no sample, as prometheus_client after mark_process_dead
+    assert settle(mbroker, "latest", None) is None
+    assert value(scrape(mbroker), "latest_kept") == 2
+    # client-py takes the mode too.
+    hub = mphub.connect(mbroker.addrs[0], authkey=KEY)
+    hub.gauge("latest_py", "l", mode="livemostrecent").set(4)
+    hub.flush()
+    assert value(scrape(mbroker), "latest_py") == 4
+    hub.close()
+
+
+def test_histogram_buckets_are_checked_as_prometheus_client_checks_them(mbroker):
+    c = Client(mbroker.address, authkey=KEY)
+    inf = float("inf")
+    refused = {  # name: (buckets, what the reason says)
+        "empty": ([], "at least one bound"),
+        "only_inf": ([inf], "at least one bound"),
+        "unsorted": ([2, 1], "not in sorted order"),
+        "twice": ([1, 1], "given twice"),  # prometheus_client allows it; `le` would repeat
+        "nan": ([1, float("nan")], "NaN"),
+    }
+    for name, (buckets, reason) in refused.items():
+        c.send(("$metrics", [("declare", f"b_{name}", "histogram", "b", (), {"buckets": buckets})]))
+        replies = barrier(c)
+        assert len(replies) == 1 and replies[0][0] == "$error" and reason in replies[0][1], (name, replies)
+    accepted = {"one": [1], "trailing_inf": [1, inf], "minus_inf": [-inf, 0]}
+    c.send(("$metrics", [("declare", f"b_{name}", "histogram", "b", (), {"buckets": buckets})
+                         for name, buckets in accepted.items()]
+                        + [("observe", f"b_{name}", {}, 0) for name in accepted]))
+    assert barrier(c) == []
+    text = scrape(mbroker)
+    assert value(text, 'b_one_bucket{le="1"}') == 1 and value(text, 'b_one_bucket{le="+Inf"}') == 1
+    assert text.count('b_trailing_inf_bucket{le="+Inf"}') == 1
+    assert value(text, 'b_minus_inf_bucket{le="-Inf"}') == 0
+    assert value(text, 'mphub_metrics_rejected_total{reason="bad_value"}') == len(refused)
+    for name in refused:
+        assert f"# TYPE b_{name} " not in text

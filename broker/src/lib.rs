@@ -100,16 +100,25 @@ pub struct Broker {
 pub async fn start(config: Config) -> Result<Broker, StartError> {
     let config = Arc::new(config);
     let s = &config.settings;
+    let backlog = net::Backlog::for_connections(s.max_connections.get());
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
     for addr in &s.listen {
-        let (l, local) = net::bind(addr).await.map_err(|source| StartError::Bind {
+        let (l, local) = net::bind(addr, backlog).map_err(|source| StartError::Bind {
             addr: addr.clone(),
             source,
         })?;
         info!("mphub listening on {local}");
         listeners.push(l);
         addrs.push(local);
+    }
+    if let (true, Some(cap)) = (backlog.is_clamped(), backlog.somaxconn) {
+        info!(
+            backlog = cap,
+            max_connections = backlog.wanted,
+            "listen backlog capped by net.core.somaxconn: a burst of more simultaneous connects \
+             than that can be dropped by the kernel; raise it with sysctl net.core.somaxconn"
+        );
     }
     if config.users.ring().is_none() {
         warn!("no authkey set: no handshake, loopback and Unix sockets only (protected mode)");
@@ -125,12 +134,15 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
     let router = Router::new(index.clone(), metrics.delivery());
     let shutdown = Shutdown::default();
     let background = TaskTracker::new();
+    let (config_tx, config_rx) = watch::channel(config.clone());
     let cluster = match &config.cluster {
         Some(c) => {
             let local = cluster::Local {
                 router: router.clone(),
-                max_frame: s.max_frame.bytes(),
+                config: config_rx.clone(),
+                outbound_limit: s.outbound_limit.bytes(),
                 shutdown: shutdown.clone(),
+                shutdown_timeout: s.shutdown_timeout.duration(),
             };
             Some(Cluster::start(c.clone(), local, &metrics.registry, &background).await?)
         }
@@ -139,7 +151,6 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
     let workers = Arc::new(worker_metrics::Store::default());
     let connections = Arc::new(Connections::new(metrics.connections_by_user.clone()));
     let topics = Arc::new(topics::Topics::default());
-    let (config_tx, config_rx) = watch::channel(config.clone());
     let ctx = Arc::new(Context {
         config: config_rx.clone(),
         services: Services {
@@ -151,6 +162,9 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
         },
         connections: connections.clone(),
         shutdown: shutdown.clone(),
+        arriving: Arc::new(connection::Arriving::new(
+            s.arriving_limit.bytes().max(s.max_frame.bytes()),
+        )),
     });
     let sources = Arc::new(http::Sources {
         metrics,
@@ -288,14 +302,24 @@ impl Broker {
         }
         // The metrics endpoint answers 503 on /healthz until here.
         self.shutdown.finish();
+        // The accept loops have ended: their listeners, and with them the Unix socket files
+        // still our own, are gone.
         self.background.wait().await;
-        for addr in &self.addrs {
-            if let ListenAddr::Unix(path) = addr {
-                let _ = std::fs::remove_file(path);
-            }
-        }
         info!("mphub stopped");
     }
+}
+
+/// File descriptors a broker with these settings may hold at once: one per client connection,
+/// the HTTP endpoint's cap, one per listener, and a margin for the runtime (epoll, wakers),
+/// the cluster bridge, stdio and files read at start.
+pub fn descriptors_needed(settings: &config::Settings) -> u64 {
+    const MARGIN: u64 = 64;
+    let http = if settings.metrics.addr().is_some() {
+        http::MAX_CONNECTIONS as u64 + 1
+    } else {
+        0
+    };
+    settings.max_connections.get() as u64 + http + settings.listen.len() as u64 + MARGIN
 }
 
 /// An error and its causes on one line.

@@ -20,6 +20,12 @@ pub struct Metrics {
     pub connections_total: IntCounter,
     pub connections_rejected: IntCounter,
     pub auth_failures: IntCounterVec,
+    /// Connections the peer closed before sending a byte (port probes, health checks). Apart
+    /// from `auth_failures`, so that summing every kind of those still means "handshakes that
+    /// failed".
+    pub connections_probed: IntCounter,
+    /// Connections accepted and still in the authentication handshake.
+    pub handshakes_in_progress: IntGauge,
     pub messages_received: IntCounter,
     pub messages_delivered: IntCounter,
     pub bytes_received: IntCounter,
@@ -92,6 +98,16 @@ impl Metrics {
                 "Handshakes that failed, by kind (wrong_key, malformed, timeout, ...).",
                 "kind",
             ),
+            connections_probed: counter(
+                &r,
+                "mphub_connections_probed_total",
+                "Connections closed by the peer before sending a byte (port probes, health checks); not authentication failures.",
+            ),
+            handshakes_in_progress: gauge(
+                &r,
+                "mphub_handshakes_in_progress",
+                "Connections accepted and still in the authentication handshake.",
+            ),
             messages_received: counter(
                 &r,
                 "mphub_messages_received_total",
@@ -131,7 +147,7 @@ impl Metrics {
             protocol_errors: counter_vec(
                 &r,
                 "mphub_protocol_errors_total",
-                "Frames refused, by kind (invalid_message, bad_frame, too_large).",
+                "Frames refused, by kind (invalid_message, bad_frame, too_large, frame_timeout).",
                 "kind",
             ),
             outbound_queued: gauge(
@@ -238,7 +254,7 @@ impl Metrics {
         for reason in ["slow_consumer", "closed"] {
             m.messages_dropped.with_label_values(&[reason]);
         }
-        for kind in ["invalid_message", "bad_frame", "too_large"] {
+        for kind in ["invalid_message", "bad_frame", "too_large", "frame_timeout"] {
             m.protocol_errors.with_label_values(&[kind]);
         }
         for result in ["ok", "error"] {

@@ -34,6 +34,11 @@ pub fn merge(old: &Config, mut new: Config) -> Outcome {
         needs_restart.push("log_format");
         n.log_format = o.log_format;
     }
+    if o.arriving_limit != n.arriving_limit {
+        // One budget shared by every connection, sized at start.
+        needs_restart.push("arriving_limit");
+        n.arriving_limit = o.arriving_limit;
+    }
     if old.cluster != new.cluster {
         needs_restart.push("cluster");
         new.cluster.clone_from(&old.cluster);

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use prometheus::{IntCounter, IntCounterVec};
 
 use crate::index::{Group, Index, Matches};
-use crate::outbox::{Delivery, Outbox};
+use crate::outbox::{Delivery, Outbox, Stamp};
 
 /// Which of a topic's subscribers one delivery is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +79,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn offer(&mut self, to: &Outbox, topic: &str, wire: &Bytes, at: Instant) -> bool {
+    fn offer(&mut self, to: &Outbox, topic: &str, wire: &Bytes, at: Stamp) -> bool {
         if to.refuses(topic) {
             return false;
         }
@@ -155,6 +155,7 @@ impl Router {
         at: Instant,
         tally: &mut Tally,
     ) -> Routed<'m> {
+        let at = Stamp::of(at);
         let mut out = Routed::default();
         if audience != Audience::Plain {
             for g in &matches.groups {

@@ -116,8 +116,8 @@ impl Client {
     /// Sends worker-metric ops in one `$metrics` frame (PROTOCOL §10). Success is silent;
     /// a rejected op comes back as a `$error` the client logs (run `flush` to be sure the
     /// broker has applied them).
-    pub async fn send_metrics(&self, ops: &[crate::MetricOp]) -> Result<()> {
-        let body = crate::metrics::body(ops)?;
+    pub async fn send_metrics(&self, ops: &[crate::MetricOp<'_>]) -> Result<()> {
+        let body = crate::metrics::body(ops);
         self.send(mphub_protocol::frame::encode(&body)).await
     }
 

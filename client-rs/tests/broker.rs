@@ -302,7 +302,7 @@ async fn worker_metrics_sent_from_rust_are_served_by_the_broker() {
     use mphub_client::{GaugeMode, MetricKind, MetricOp};
     let b = broker().await;
     let c = client(&b).await;
-    let l = |v: &str| vec![("queue".to_string(), v.to_string())];
+    let l = |v: &str| vec![("queue".into(), v.to_string().into())];
     c.send_metrics(&[
         MetricOp::Declare {
             name: "rs_jobs_total".into(),
@@ -319,6 +319,19 @@ async fn worker_metrics_sent_from_rust_are_served_by_the_broker() {
             labels: vec![],
             buckets: None,
             mode: Some(GaugeMode::LiveSum),
+        },
+        MetricOp::Declare {
+            name: "rs_latest".into(),
+            kind: MetricKind::Gauge,
+            help: "Latest".into(),
+            labels: vec![],
+            buckets: None,
+            mode: Some(GaugeMode::LiveMostRecent),
+        },
+        MetricOp::Set {
+            name: "rs_latest".into(),
+            labels: vec![],
+            value: 9.0,
         },
         MetricOp::Declare {
             name: "rs_seconds".into(),
@@ -356,6 +369,7 @@ async fn worker_metrics_sent_from_rust_are_served_by_the_broker() {
     for line in [
         "rs_jobs_total{queue=\"a\"} 3",
         "rs_inflight 1.5",
+        "rs_latest 9",
         "rs_seconds_bucket{le=\"1\"} 1",
         "rs_seconds_count 1",
     ] {

@@ -82,3 +82,32 @@ pub struct DuplicateKey {
     /// Index of the later key, equal to the earlier one for HMAC.
     pub second: usize,
 }
+
+/// A `$metrics` frame body that yields no ops at all.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BatchError {
+    /// The pickle holds an opcode that imports or calls: it was never decoded past it.
+    #[error(
+        "the $metrics payload holds an opcode that imports or calls; only plain data is accepted"
+    )]
+    Code,
+    /// Not a pickle CPython would load, not `("$metrics", ops)`, or over the decoder's limit.
+    #[error("the $metrics payload could not be decoded: {0}")]
+    Decode(String),
+    /// The ops are not a list (or tuple): the type found.
+    #[error("the $metrics payload must be a list of op tuples, not a {0}")]
+    NotAList(&'static str),
+}
+
+/// One op of a `$metrics` batch that does not follow the format; the others still apply.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum OpError {
+    /// Not an op of the format: not a tuple, an unknown op, type or mode, the wrong number of
+    /// fields, or a field of the wrong type where a name, labels or options belong.
+    #[error("{0}")]
+    Shape(String),
+    /// A number that is not one (a `str` for a value), NaN, or more labels or buckets than
+    /// the format allows.
+    #[error("{0}")]
+    Value(String),
+}

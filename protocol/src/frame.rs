@@ -72,6 +72,21 @@ pub fn check(buf: &[u8], max_body: u64) -> Result<Check, FrameError> {
     })
 }
 
+/// The whole length (header and body) of the frame at the front of `buf`, once its header is
+/// buffered; `Ok(None)` while the header itself is still incomplete. Fails as [`check`] does.
+///
+/// A reader uses it to plan for a frame still arriving: how much room it needs, and whether it
+/// is large enough to count against a memory budget.
+pub fn announced(buf: &[u8], max_body: u64) -> Result<Option<u64>, FrameError> {
+    Ok(match check(buf, max_body)? {
+        Check::Complete { header, body } => Some(header as u64 + body),
+        Check::Incomplete { missing } => {
+            let short_done = buf.len() >= SHORT_HEADER && buf[..SHORT_HEADER] != [0xff; 4];
+            (short_done || buf.len() >= LONG_HEADER).then(|| buf.len() as u64 + missing)
+        }
+    })
+}
+
 /// One frame, header included, sharing the buffer it was read into.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
@@ -180,6 +195,18 @@ mod tests {
         let large = decode_copying(&mut buf, 100, 6).unwrap().unwrap();
         assert_eq!(large.body(), b"bcd");
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn the_announced_length_is_known_once_the_header_is() {
+        assert_eq!(announced(b"", 10), Ok(None));
+        assert_eq!(announced(b"\x00\x00\x00", 10), Ok(None));
+        assert_eq!(announced(b"\x00\x00\x00\x05", 10), Ok(Some(9)));
+        assert_eq!(announced(b"\x00\x00\x00\x05abcdefg", 10), Ok(Some(9)));
+        assert_eq!(announced(b"\xff\xff\xff\xff\x00\x00", 10), Ok(None));
+        let long = b"\xff\xff\xff\xff\x00\x00\x00\x00\x00\x00\x00\x03ab";
+        assert_eq!(announced(long, 10), Ok(Some(15)));
+        assert!(announced(b"\x00\x00\x00\x0b", 10).is_err());
     }
 
     #[test]

@@ -10,11 +10,12 @@ use crate::frame;
 use crate::handshake::{self, Challenge, Digest, Handshake, KeyRing};
 
 /// Rings with more keys than this check a client's answer on tokio's blocking pool
-/// ([`tokio::task::spawn_blocking`]) rather than on the connection's task. Trying 256 keys costs
-/// ~25 µs (sha256) to ~50 µs (legacy md5) of CPU (`cargo bench -p mphub-protocol --bench
-/// handshake`), about what handing a closure to the blocking pool and back costs; tokio asks
-/// async code not to run longer than 10 to 100 µs between awaits.
-pub const BLOCKING_RING_KEYS: usize = 256;
+/// ([`tokio::task::spawn_blocking`]) rather than on the connection's task. One key costs about
+/// 0.3 µs to try for a `{sha256}` answer (3.12+), 0.65 µs for a legacy MD5 one (<= 3.11) and
+/// 1.6 µs for `{sha3_384}` (`cargo bench -p mphub-protocol --bench handshake`, two shared
+/// vCPUs), so 128 keys cost some 40 to 80 µs for stock clients: the top of tokio's advice of
+/// 10 to 100 µs between awaits, and more than handing the work to another thread costs.
+pub const BLOCKING_RING_KEYS: usize = 128;
 
 /// A fresh modern challenge (`{sha256}` + 40 random bytes), as CPython 3.12+ sends.
 pub fn random_challenge() -> Result<Challenge, HandshakeError> {

@@ -7,7 +7,10 @@
 //!   as a sans-I/O state machine, with one key or a [`handshake::KeyRing`] of many (named
 //!   users); [`io`] (feature `tokio`) drives it over a stream.
 //! - [`envelope`]: classifies a pickle as a publish, a control request, `"close"` or invalid,
-//!   by walking its opcodes without decoding the payload.
+//!   by walking its opcodes without decoding the payload; with a payload [`Policy`]
+//!   (`payloads = "data"`) it also refuses a publish that imports a global outside the list.
+//! - [`metrics`]: the `$metrics` op format (ops, metric types, gauge modes), a decoder of a
+//!   batch into typed ops that borrows from the body, and the encoder clients use.
 //! - [`topic`]: topic, pattern and queue-group rules and wildcard matching.
 //! - [`reply`]: the broker's `$ok`, `$pong` and `$error` replies.
 //! - [`name`]: connection names (`$hello`).
@@ -21,10 +24,11 @@ pub mod frame;
 pub mod handshake;
 #[cfg(feature = "tokio")]
 pub mod io;
+pub mod metrics;
 pub mod name;
 pub mod reply;
 pub mod topic;
 
-pub use envelope::{classify, Envelope, Interest, Scanner, Token};
-pub use error::{DuplicateKey, FrameError, HandshakeError};
+pub use envelope::{classify, Envelope, Interest, Policy, Refusal, Refused, Scanner, Token};
+pub use error::{BatchError, DuplicateKey, FrameError, HandshakeError, OpError};
 pub use frame::Frame;

@@ -1,11 +1,83 @@
 //! Connection names: what a client calls itself with `("$hello", {"name": ...})`, shown in the
-//! broker's logs and introspection. The broker and the Rust client check names with [`check`];
-//! the Python client with `str.isprintable()`, which this follows.
+//! broker's logs and introspection. [`hello_name`] reads one from a `$hello` frame body (with
+//! the plain-data decoder of `$metrics`: nothing that imports or calls is decoded); the broker
+//! and the Rust client check names with [`check`], the Python client with `str.isprintable()`,
+//! which this follows.
 
 use thiserror::Error;
 
+use crate::envelope::plain::{Plain, PlainError, Shape};
+
 /// Longest name, in characters.
 pub const MAX_NAME: usize = 64;
+
+/// Largest `$hello` body read: a name and a few other keys fit many times over, and a peer
+/// cannot make the broker decode megabytes for a greeting.
+pub const MAX_HELLO: usize = 4096;
+
+/// Why a `$hello` names nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum HelloError {
+    /// Over [`MAX_HELLO`] bytes.
+    #[error("it is {0} bytes; at most {MAX_HELLO}")]
+    TooLarge(usize),
+    /// The pickle imports or calls something.
+    #[error("it must hold plain data (str, int, dict, ...), not objects")]
+    Code,
+    /// Not a pickle of plain data CPython would load.
+    #[error("cannot read it: {0}")]
+    Invalid(String),
+    /// Not a `("$hello", dict)` tuple.
+    #[error("not a (\"$hello\", dict) tuple")]
+    Shape,
+    /// The dict has no `"name"` key.
+    #[error("the dict has no \"name\"")]
+    NoName,
+    /// The name is not a `str` (its Python type).
+    #[error("the name must be a str, not a {0}")]
+    NotStr(&'static str),
+    /// The name breaks the rules of [`check`].
+    #[error(transparent)]
+    Name(#[from] NameError),
+}
+
+/// The name in a `$hello` frame body, `("$hello", {"name": name, ...})`; other keys are
+/// ignored. The name is checked with [`check`].
+pub fn hello_name(body: &[u8]) -> Result<String, HelloError> {
+    if body.len() > MAX_HELLO {
+        return Err(HelloError::TooLarge(body.len()));
+    }
+    let plain = Plain::decode(body, MAX_HELLO).map_err(|e| match e {
+        PlainError::Code => HelloError::Code,
+        PlainError::Invalid(m) => HelloError::Invalid(m),
+    })?;
+    let top = plain.top();
+    if plain.container(top) != Some((Shape::Tuple, 2)) {
+        return Err(HelloError::Shape);
+    }
+    let mut pair = plain.items(top);
+    let (topic, dict) = (pair.next(), pair.next());
+    let (Some(topic), Some(dict)) = (topic, dict) else {
+        return Err(HelloError::Shape);
+    };
+    if plain.str(topic) != Some("$hello")
+        || !matches!(plain.container(dict), Some((Shape::Dict, _)))
+    {
+        return Err(HelloError::Shape);
+    }
+    let mut items = plain.items(dict);
+    let mut name = None;
+    // Key, value, key, value, …; the last "name" wins, as in the dict Python builds.
+    while let (Some(k), Some(v)) = (items.next(), items.next()) {
+        if plain.str(k) == Some("name") {
+            name = Some(v);
+        }
+    }
+    let v = name.ok_or(HelloError::NoName)?;
+    let name = plain.str(v).ok_or(HelloError::NotStr(plain.type_name(v)))?;
+    check(name)?;
+    Ok(name.to_owned())
+}
 
 /// Why a name is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -98,6 +170,59 @@ mod tests {
                 Err(NameError::NotPrintable(bad))
             );
         }
+    }
+
+    use serde_pickle::{HashableValue, Value as V};
+
+    /// The body of `("$hello", v)`, pickled by serde-pickle (protocol 3).
+    fn hello(v: V) -> Vec<u8> {
+        let pair = V::Tuple(vec![V::String("$hello".into()), v]);
+        serde_pickle::value_to_vec(&pair, Default::default()).unwrap_or_default()
+    }
+
+    fn with(pairs: &[(&str, V)]) -> Vec<u8> {
+        let dict = pairs
+            .iter()
+            .map(|(k, v)| (HashableValue::String((*k).into()), v.clone()))
+            .collect();
+        hello(V::Dict(dict))
+    }
+
+    #[test]
+    fn a_hello_gives_its_name_and_other_keys_are_ignored() {
+        let body = with(&[
+            ("lang", V::String("python".into())),
+            ("name", V::String("worker-3 (eu)".into())),
+            ("pid", V::I64(42)),
+        ]);
+        assert_eq!(hello_name(&body), Ok("worker-3 (eu)".into()));
+        // pickle.dumps(("$hello", {"name": "w-1"}), 0), as CPython 3.11 writes it.
+        let p0 = b"(V$hello\np0\n(dp1\nVname\np2\nVw-1\np3\nstp4\n.";
+        assert_eq!(hello_name(p0), Ok("w-1".into()));
+    }
+
+    #[test]
+    fn a_hello_without_a_good_name_says_why() {
+        assert_eq!(hello_name(&with(&[])), Err(HelloError::NoName));
+        assert_eq!(
+            hello_name(&hello(V::String("x".into()))),
+            Err(HelloError::Shape)
+        );
+        assert_eq!(
+            hello_name(&with(&[("name", V::I64(3))])),
+            Err(HelloError::NotStr("int"))
+        );
+        assert_eq!(
+            hello_name(&with(&[("name", V::String("a\u{202e}b".into()))])),
+            Err(HelloError::Name(NameError::NotPrintable('\u{202e}')))
+        );
+        assert_eq!(
+            hello_name(&vec![b'x'; MAX_HELLO + 1]),
+            Err(HelloError::TooLarge(MAX_HELLO + 1))
+        );
+        // pickle.dumps(("$hello", {"name": os.system}), 4): a global, never decoded.
+        let code = b"\x80\x04\x95\x29\x00\x00\x00\x00\x00\x00\x00\x8c\x06$hello\x94}\x94\x8c\x04name\x94\x8c\x05posix\x94\x8c\x06system\x94\x93\x94s\x86\x94.";
+        assert_eq!(hello_name(code), Err(HelloError::Code));
     }
 
     #[test]

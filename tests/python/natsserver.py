@@ -2,8 +2,10 @@
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 import threading
 
 
@@ -20,12 +22,18 @@ def nats_server_binary():
 class NatsServer:
     """One nats-server process; `restart()` brings it back on the same ports."""
 
-    def __init__(self, name, port=None, cluster_port=None, routes=(), extra=()):
+    def __init__(self, name, port=None, cluster_port=None, routes=(), extra=(), conf=None):
+        """`conf`: text of a configuration file (nats-server -c) for settings without a flag."""
         self.name = name
         self.port = port or free_port()
         self.cluster_port = cluster_port
         self.routes = list(routes)
         self.extra = list(extra)
+        if conf is not None:
+            fd, path = tempfile.mkstemp(prefix="nats-", suffix=".conf")
+            with os.fdopen(fd, "w") as f:
+                f.write(conf)
+            self.extra += ["-c", path]
         self.proc = None
         self.start()
 
@@ -56,6 +64,7 @@ class NatsServer:
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a frozen server could not act on SIGTERM
             self.proc.terminate()
             try:
                 self.proc.wait(10)
@@ -66,6 +75,13 @@ class NatsServer:
     def restart(self):
         self.stop()
         self.start()
+
+    def freeze(self):
+        """SIGSTOP: the server keeps its connections but reads and writes nothing (a stalled VM)."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self):
+        self.proc.send_signal(signal.SIGCONT)
 
 
 def routed_cluster(n=3):

@@ -7,9 +7,10 @@ use crate::prom::{counter, counter_vec, gauge};
 /// Why a local publish did not reach NATS (`mphub_cluster_not_forwarded_total{reason}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotForwarded {
-    /// NATS is not connected.
+    /// NATS is not connected and the reconnect buffer (`cluster_reconnect_buffer`) is full.
     Disconnected,
-    /// The backlog towards NATS is over `cluster_outbound_limit`.
+    /// NATS is connected but not keeping up: the backlog is over `cluster_outbound_limit` (or
+    /// the node stopped before NATS took it).
     Backlog,
     /// The payload is over the NATS server's `max_payload`.
     TooLarge,
@@ -42,18 +43,23 @@ impl NotForwarded {
 pub enum InboundDropped {
     /// Not a pickled `(topic, payload)` naming its subject's topic, or over `max_frame`.
     Invalid,
-    /// A queue group's message, and the group has no live member here any more.
+    /// A queue group's message that no member here could take, and that could not be handed
+    /// back to NATS for another node's member either.
     NoMember,
     /// The NATS client dropped it: the bridge did not keep up.
     BridgeSlow,
+    /// Its pickle imports something the top-level payload policy (`payloads = "data"`) does
+    /// not allow.
+    Refused,
 }
 
 impl InboundDropped {
     /// Every reason, in label order.
-    pub const ALL: [InboundDropped; 3] = [
+    pub const ALL: [InboundDropped; 4] = [
         InboundDropped::Invalid,
         InboundDropped::NoMember,
         InboundDropped::BridgeSlow,
+        InboundDropped::Refused,
     ];
 
     /// The `reason` label.
@@ -62,6 +68,7 @@ impl InboundDropped {
             InboundDropped::Invalid => "invalid",
             InboundDropped::NoMember => "no_member",
             InboundDropped::BridgeSlow => "bridge_slow",
+            InboundDropped::Refused => "refused",
         }
     }
 }
@@ -78,8 +85,11 @@ pub struct ClusterMetrics {
     pub not_forwarded: IntCounterVec,
     pub inbound_dropped: IntCounterVec,
     pub group_skips: IntCounter,
+    pub requeued: IntCounter,
     pub interest: IntGauge,
+    pub retiring: IntGauge,
     pub outbound_queued: IntGauge,
+    pub max_payload: IntGauge,
     pub nats_in: IntCounter,
 }
 
@@ -135,17 +145,37 @@ impl ClusterMetrics {
                 r,
                 "mphub_cluster_group_skips_total",
                 "Queue-group messages from NATS not delivered because the publishing node had \
-                 already served that group.",
+                 already served that group (or another node handed it back for another group).",
+            ),
+            requeued: counter(
+                r,
+                "mphub_cluster_requeued_total",
+                "Queue-group messages NATS brought for a group no member here could take any \
+                 more, handed back to NATS for a member on another node.",
             ),
             interest: gauge(
                 r,
                 "mphub_cluster_interest",
-                "NATS subscriptions this node holds (one per locally wanted pattern and group).",
+                "NATS subscriptions this node holds for its local interest (one per wanted \
+                 pattern; one per group member and pattern).",
+            ),
+            retiring: gauge(
+                r,
+                "mphub_cluster_interest_retiring",
+                "NATS subscriptions no longer wanted, still taking what NATS had already sent \
+                 them before they go.",
             ),
             outbound_queued: gauge(
                 r,
                 "mphub_cluster_outbound_queued_bytes",
-                "Payload bytes waiting to be handed to NATS.",
+                "Payload bytes of local publishes waiting for NATS (the NATS client's own queue \
+                 included).",
+            ),
+            max_payload: gauge(
+                r,
+                "mphub_cluster_nats_max_payload_bytes",
+                "The largest message the NATS server takes (its max_payload; 0 before the first \
+                 connection). Larger publishes stay on their node.",
             ),
             nats_in: counter(
                 r,

@@ -4,8 +4,12 @@
 //! are:
 //! - [`connect`]: the NATS connection options, from the resolved cluster settings.
 //! - [`subject`]: topics as NATS subjects, queue names, the `Mphub-*` headers.
-//! - [`outbound`]: local publishes on their way to NATS (once each, in order, never blocking).
-//! - [`inbound`]: following local interest with NATS subscriptions; delivering what they bring.
+//! - [`interest`]: following local interest with NATS subscriptions, handed to NATS ahead of
+//!   anything published after them; a queue group weighed member by member.
+//! - [`outbound`]: local publishes on their way to NATS (once each, in order, never blocking;
+//!   bounded while NATS is slow, and held while it is away).
+//! - [`inbound`]: delivering what NATS brings; retiring subscriptions without losing what they
+//!   carry; handing group messages back that no local member can take.
 //! - [`metrics`]: the `mphub_cluster_*` metrics.
 //!
 //! The bridge sees the rest of the broker only through the narrow [`Local`] handle (the
@@ -18,6 +22,7 @@
 
 pub mod connect;
 pub mod inbound;
+pub mod interest;
 pub mod metrics;
 pub mod outbound;
 pub mod subject;
@@ -25,15 +30,18 @@ pub mod subject;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_nats::Event;
 use bytes::Bytes;
+use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, Config};
 use crate::route::{Forward, Router, Served};
 use crate::shutdown::Shutdown;
+use interest::Interest;
 use metrics::{ClusterMetrics, InboundDropped, NotForwarded};
 use outbound::Outbound;
 
@@ -42,10 +50,15 @@ use outbound::Outbound;
 pub struct Local {
     /// Local subscribers, and the delivery counters.
     pub router: Router,
-    /// This node's largest frame body: bigger messages from NATS are refused.
-    pub max_frame: u64,
+    /// The configuration in force (a reload replaces it): messages from NATS are judged by its
+    /// `max_frame` and top-level payload policy.
+    pub config: watch::Receiver<Arc<Config>>,
+    /// A connection's outbound limit (bytes): what NATS releases at once must stay below it.
+    pub outbound_limit: u64,
     /// The broker's shutdown phases.
     pub shutdown: Shutdown,
+    /// How long shutdown may take from its start: the bridge's last flush ends by then.
+    pub shutdown_timeout: Duration,
 }
 
 /// The NATS connection's state, as the event callback keeps it.
@@ -71,11 +84,13 @@ struct Status {
 #[derive(Debug)]
 pub struct Cluster {
     link: Arc<Link>,
+    client: async_nats::Client,
+    interest: Arc<Interest>,
     /// The NATS client's own counters.
     stats: Arc<async_nats::Statistics>,
 }
 
-/// The bridge at a glance, for the status page: what `/metrics` says about it, in one value.
+/// The bridge at a glance, for a status page: what `/metrics` says, in one value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterStatus {
     /// Connected to a NATS server now.
@@ -84,9 +99,18 @@ pub struct ClusterStatus {
     pub urls: Vec<String>,
     /// Why the last connection attempt failed, while not connected.
     pub last_error: Option<String>,
-    /// Bytes of local publishes waiting for NATS now (the bridge's backlog).
+    /// The NATS server's `max_payload` in bytes (publishes over it stay on their node); `None`
+    /// before the first connection.
+    pub max_payload: Option<u64>,
+    /// Bytes of local publishes waiting for NATS now.
     pub queued_bytes: u64,
-    /// Local publishes handed to NATS.
+    /// The most that may wait while connected (`cluster_outbound_limit`) and while NATS is away
+    /// (`cluster_reconnect_buffer`).
+    pub queue_limits: (u64, u64),
+    /// NATS subscriptions held for local interest, and retired ones still taking what NATS
+    /// had sent them.
+    pub interest: (u64, u64),
+    /// Local publishes handed to NATS; messages received from it.
     pub sent: u64,
     /// Messages received from NATS.
     pub received: u64,
@@ -119,7 +143,15 @@ impl Cluster {
         let metrics = ClusterMetrics::new(registry);
         let node = node_id();
         let naming = subject::Naming::new(&config.prefix, &node);
-        let (out, rx) = Outbound::new(config.outbound_limit, naming.clone(), metrics.clone());
+        if let Some(w) = config.burst_warning(local.outbound_limit) {
+            warn!("cluster: {w}");
+        }
+        let (out, rx) = Outbound::new(
+            config.outbound_limit,
+            config.reconnect_buffer,
+            naming.clone(),
+            metrics.clone(),
+        );
         let link = Arc::new(Link {
             config,
             node,
@@ -145,25 +177,44 @@ impl Cluster {
             node = %link.node,
             "cluster: joining NATS"
         );
-        let wanted = Arc::new(inbound::Wanted::default());
-        let follower = wanted.clone();
+        let (handoffs, handed) = tokio::sync::mpsc::unbounded_channel();
+        let interest = Arc::new(Interest::new(
+            client.clone(),
+            naming.clone(),
+            handoffs,
+            metrics.interest.clone(),
+        ));
+        let follower = interest.clone();
         local
             .router
             .index()
             .follow(Box::new(move |change| follower.note(change)));
-        tasks.spawn(outbound::run(
+        // Both tasks run unconstrained: a NATS client queue with room, or a subscription with a
+        // message waiting, must never look otherwise because of tokio's cooperative budget
+        // (see `inbound` and `outbound`); they yield after each batch instead.
+        tasks.spawn(tokio::task::unconstrained(outbound::run(
             client.clone(),
             link.out.clone(),
             rx,
+            interest.clone(),
             local.shutdown.clone(),
-        ));
-        let stats = client.statistics();
-        // Unconstrained: the inbound sweep must see a waiting message whatever tokio's cooperative
-        // budget says (see `inbound::sweep`); it yields after each batch instead.
-        tasks.spawn(tokio::task::unconstrained(inbound::run(
-            local, client, naming, wanted, metrics,
+            local.shutdown_timeout,
         )));
-        Ok(Arc::new(Cluster { link, stats }))
+        let stats = client.statistics();
+        tasks.spawn(tokio::task::unconstrained(inbound::run(
+            local,
+            naming,
+            metrics,
+            handed,
+            link.out.clone(),
+            stats.clone(),
+        )));
+        Ok(Arc::new(Cluster {
+            link,
+            client,
+            interest,
+            stats,
+        }))
     }
 
     /// One line for `/healthz`.
@@ -171,7 +222,12 @@ impl Cluster {
         let st = self.link.status.lock().unwrap_or_else(|p| p.into_inner());
         let urls = self.link.config.redacted_urls().join(",");
         if self.link.out.connected.load(Ordering::Acquire) {
-            format!("cluster: connected to NATS ({urls})")
+            match self.max_payload() {
+                Some(max) => {
+                    format!("cluster: connected to NATS ({urls}); max_payload {max} bytes")
+                }
+                None => format!("cluster: connected to NATS ({urls})"),
+            }
         } else {
             let why = st.last_error.as_deref().unwrap_or("connecting");
             format!(
@@ -186,18 +242,28 @@ impl Cluster {
         let m = &self.link.metrics;
         m.outbound_queued
             .set(i64::try_from(self.link.out.queued()).unwrap_or(i64::MAX));
+        m.max_payload.set(
+            self.max_payload()
+                .map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+        );
         let seen = self.stats.in_messages.load(Ordering::Relaxed);
         m.nats_in.inc_by(seen.saturating_sub(m.nats_in.get()));
     }
-}
 
-impl Cluster {
-    /// The bridge's state now (for the status page).
+    /// The NATS server's `max_payload` (bytes), from its last `INFO`; `None` before the first
+    /// connection.
+    pub fn max_payload(&self) -> Option<u64> {
+        self.client
+            .try_server_info()
+            .map(|i| i.max_payload as u64)
+            .filter(|b| *b > 0)
+    }
+
+    /// The bridge's state now (for a status page).
     pub fn status(&self) -> ClusterStatus {
         let m = &self.link.metrics;
-        let connected = self.link.out.connected.load(Ordering::Acquire);
         ClusterStatus {
-            connected,
+            connected: self.link.out.connected.load(Ordering::Acquire),
             urls: self.link.config.redacted_urls(),
             last_error: self
                 .link
@@ -205,16 +271,23 @@ impl Cluster {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .last_error
-                .clone()
-                .filter(|_| !connected),
+                .clone(),
+            max_payload: self.max_payload(),
             queued_bytes: self.link.out.queued(),
+            queue_limits: self.link.out.limits(),
+            interest: (
+                self.interest.live() as u64,
+                u64::try_from(m.retiring.get()).unwrap_or(0),
+            ),
             sent: m.sent.get(),
             received: m.received.get(),
             not_forwarded: NotForwarded::ALL
                 .iter()
                 .map(|r| {
-                    let n = m.not_forwarded.with_label_values(&[r.label()]).get();
-                    (r.label(), n)
+                    (
+                        r.label(),
+                        m.not_forwarded.with_label_values(&[r.label()]).get(),
+                    )
                 })
                 .collect(),
         }
@@ -242,7 +315,8 @@ impl Link {
             Event::Disconnected => {
                 warn!(
                     "cluster: lost the NATS connection; reconnecting. Meanwhile publishes for \
-                     other nodes are counted in mphub_cluster_not_forwarded_total"
+                     other nodes wait in the reconnect buffer (cluster_reconnect_buffer); past \
+                     it they are counted in mphub_cluster_not_forwarded_total"
                 );
                 st.told = false;
                 self.out.connected.store(false, Ordering::Release);

@@ -12,6 +12,9 @@
 //!   publisher's order across its NATS subscriptions. `Mphub-Served: g1 g2` names the queue groups
 //!   the publishing node already delivered to (it prefers local members), so no other node
 //!   delivers to them again.
+//! - `Mphub-Group: g` and `Mphub-Hops: n` mark a group message a node handed back to NATS
+//!   because none of its members could take it any more: it is for group `g` only, and has
+//!   been handed back `n` times.
 
 use async_nats::{HeaderMap, HeaderName};
 
@@ -22,6 +25,10 @@ use crate::route::Served;
 pub const ORIGIN: HeaderName = HeaderName::from_static("Mphub-Origin");
 /// Header naming the queue groups already served by the publishing node, space-separated.
 pub const SERVED: HeaderName = HeaderName::from_static("Mphub-Served");
+/// Header on a group message handed back to NATS: the one group it is still for.
+pub const GROUP: HeaderName = HeaderName::from_static("Mphub-Group");
+/// Header on a group message handed back to NATS: how many times it was.
+pub const HOPS: HeaderName = HeaderName::from_static("Mphub-Hops");
 
 /// Subject and queue names for one node.
 #[derive(Debug, Clone)]
@@ -73,6 +80,31 @@ impl Naming {
         }
         h
     }
+}
+
+/// The headers for a group message handed back to NATS for `group`: its origin as it came
+/// (`headers`, the message's own), the group, and one more hop.
+pub fn handed_back(headers: Option<&HeaderMap>, group: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Some(o) = headers.and_then(|h| h.get(ORIGIN)) {
+        h.insert(ORIGIN, o.clone());
+    }
+    h.insert(GROUP, group);
+    h.insert(HOPS, (hops(headers) + 1).to_string());
+    h
+}
+
+/// The group a message handed back to NATS is still for, if it is one.
+pub fn only_for(headers: Option<&HeaderMap>) -> Option<&str> {
+    Some(headers?.get(GROUP)?.as_str())
+}
+
+/// How many times a message was handed back to NATS (0 for a publish).
+pub fn hops(headers: Option<&HeaderMap>) -> u32 {
+    headers
+        .and_then(|h| h.get(HOPS))
+        .and_then(|v| v.as_str().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The `Mphub-Served` header value for the queue groups a publish was delivered to locally,
@@ -127,5 +159,17 @@ mod tests {
         assert!(!served(Some(&h), "y"));
         assert!(!served(None, "x"));
         assert_eq!(origin(None), None);
+    }
+
+    #[test]
+    fn a_message_handed_back_keeps_its_origin_and_counts_its_hops() {
+        let n = Naming::new("mphub.", "ab12");
+        let first = handed_back(Some(&n.headers(7, Some("g h"))), "g");
+        assert_eq!(origin(Some(&first)), Some(("ab12", 7)));
+        assert_eq!((only_for(Some(&first)), hops(Some(&first))), (Some("g"), 1));
+        assert!(!served(Some(&first), "h"), "handed back for g alone");
+        let second = handed_back(Some(&first), "g");
+        assert_eq!(hops(Some(&second)), 2);
+        assert_eq!((only_for(None), hops(None)), (None, 0));
     }
 }

@@ -16,11 +16,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use mphub_protocol::{reply, Envelope, Frame, Scanner};
+use mphub_protocol::{reply, Envelope, Frame, Refused, Scanner};
 use tracing::debug;
 
 use crate::config::{Config, User};
-use crate::connections::{Entry, Held};
+use crate::connections::{held, unheld, Entry, Held};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::route::{Forward, Router, Tally};
@@ -154,13 +154,23 @@ impl<'a> Session<'a> {
     pub fn handle(&mut self, frame: &Frame) -> Flow {
         self.received += 1;
         self.received_bytes += frame.wire().len() as u64;
-        match self.scanner.classify(frame.body()) {
+        let envelope = match self.user.payloads.data() {
+            None => self.scanner.classify(frame.body()),
+            Some(policy) => match self.scanner.classify_with(frame.body(), policy) {
+                Ok(envelope) => envelope,
+                Err(refused) => {
+                    self.refuse_payload(&refused);
+                    return Flow::Continue;
+                }
+            },
+        };
+        match envelope {
             Envelope::Publish { topic } => publish::publish(self, &topic, frame),
             Envelope::Subscribe(i) => subscribe::subscribe(self, &i),
             Envelope::Unsubscribe(i) => subscribe::unsubscribe(self, &i),
             Envelope::Ping(token) => ping::ping(self, &token),
             Envelope::Metrics { has_code } => metrics::metrics(self, frame.body(), has_code),
-            Envelope::Hello { has_code } => hello::hello(self, frame.body(), has_code),
+            Envelope::Hello { .. } => hello::hello(self, frame.body()),
             Envelope::Close => return Flow::Goodbye,
             Envelope::Invalid(reason) => {
                 debug!(%reason, "invalid message");
@@ -193,6 +203,17 @@ impl<'a> Session<'a> {
         };
         self.outbox
             .reply(reply::error(&format!("permission denied: {target}")));
+    }
+
+    /// A publish the user's payload policy refuses: answered, counted, never routed.
+    fn refuse_payload(&mut self, refused: &Refused<'_>) {
+        debug!(topic = %refused.topic, reason = %refused.reason, "payload refused");
+        self.services
+            .metrics
+            .messages_refused
+            .with_label_values(&["code", &self.user.name])
+            .inc();
+        self.outbox.reply(reply::error(&refused.reason.to_string()));
     }
 
     /// Whether this connection's user may publish to `topic`.
@@ -256,20 +277,21 @@ impl<'a> Session<'a> {
             let mut subs = self.conn.subscriptions();
             let revoked = subs
                 .iter()
-                .filter(|(pattern, _)| !user.permissions.may_subscribe(pattern))
+                .filter(|h| !user.permissions.may_subscribe(unheld(h).0))
                 .cloned()
                 .collect();
-            subs.retain(|(pattern, _)| user.permissions.may_subscribe(pattern));
+            subs.retain(|h| user.permissions.may_subscribe(unheld(h).0));
             revoked
         };
         self.user = user;
         self.config = new;
-        for (pattern, group) in revoked {
+        for h in revoked {
+            let (pattern, group) = unheld(&h);
             self.services
                 .router
                 .index()
-                .unsubscribe(self.outbox.id, &pattern, group.as_deref());
-            self.deny(Action::Subscribe, &pattern);
+                .unsubscribe(self.outbox.id, pattern, group);
+            self.deny(Action::Subscribe, pattern);
         }
         Ok(())
     }
@@ -297,11 +319,12 @@ impl<'a> Session<'a> {
     pub fn close(&mut self) {
         self.fold();
         let held = std::mem::take(&mut *self.conn.subscriptions());
-        for (pattern, group) in held {
+        for h in held {
+            let (pattern, group) = unheld(&h);
             self.services
                 .router
                 .index()
-                .unsubscribe(self.outbox.id, &pattern, group.as_deref());
+                .unsubscribe(self.outbox.id, pattern, group);
         }
         self.services.workers.connection_closed(self.outbox.id);
     }

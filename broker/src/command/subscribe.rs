@@ -3,7 +3,7 @@
 
 use mphub_protocol::{reply, Interest};
 
-use super::{Action, Session};
+use super::{held, Action, Session};
 
 /// Subscribes (or joins a queue group), when the user may and within `max_subscriptions`. A
 /// repeated `$sub` (a client restoring after a reconnect, say) changes nothing and is answered
@@ -13,7 +13,7 @@ pub(super) fn subscribe(s: &mut Session<'_>, i: &Interest<'_>) {
         s.deny(Action::Subscribe, &i.pattern);
         return;
     }
-    let key = (i.pattern.to_string(), i.group.as_deref().map(str::to_owned));
+    let key = held(&i.pattern, i.group.as_deref());
     let max = s.config.settings.max_subscriptions.get();
     let mut subs = s.conn.subscriptions();
     if !subs.contains(&key) && subs.len() >= max {
@@ -38,9 +38,9 @@ pub(super) fn subscribe(s: &mut Session<'_>, i: &Interest<'_>) {
 
 /// Unsubscribes; answered `$ok` whether or not the connection held it.
 pub(super) fn unsubscribe(s: &mut Session<'_>, i: &Interest<'_>) {
-    let key = (i.pattern.to_string(), i.group.as_deref().map(str::to_owned));
-    let held = s.conn.subscriptions().remove(&key);
-    if held {
+    let key = held(&i.pattern, i.group.as_deref());
+    let was_held = s.conn.subscriptions().remove(&key);
+    if was_held {
         s.services
             .router
             .index()

@@ -12,8 +12,12 @@ use super::{ConfigError, Settings};
 
 /// The default subject prefix: topic `a.b` travels on NATS subject `mphub.a.b`.
 pub const DEFAULT_PREFIX: &str = "mphub.";
-/// The default limit on bytes waiting to be handed to NATS.
-pub const DEFAULT_OUTBOUND_LIMIT: u64 = 64 << 20;
+/// The default limit on bytes waiting to be handed to NATS: half a subscriber's default
+/// outbound limit, so that a backlog NATS takes at once when it recovers (plus what socket
+/// buffers hold on the way) cannot by itself cut off a subscriber that keeps up.
+pub const DEFAULT_OUTBOUND_LIMIT: u64 = 16 << 20;
+/// The default reconnect buffer: publishes held while NATS is away (nats.go's default).
+pub const DEFAULT_RECONNECT_BUFFER: u64 = 8 << 20;
 
 /// How the node proves itself to NATS.
 #[derive(Clone, PartialEq, Eq)]
@@ -64,6 +68,8 @@ pub struct ClusterConfig {
     pub tls: ClusterTls,
     /// Bytes waiting to be handed to NATS before further publishes are counted and not forwarded.
     pub outbound_limit: u64,
+    /// Bytes of publishes held while NATS is away, sent when it is back; 0 holds none.
+    pub reconnect_buffer: u64,
 }
 
 impl fmt::Debug for ClusterConfig {
@@ -74,6 +80,7 @@ impl fmt::Debug for ClusterConfig {
             .field("auth", &self.auth)
             .field("tls", &self.tls)
             .field("outbound_limit", &self.outbound_limit)
+            .field("reconnect_buffer", &self.reconnect_buffer)
             .finish()
     }
 }
@@ -82,6 +89,24 @@ impl ClusterConfig {
     /// The URLs with passwords hidden.
     pub fn redacted_urls(&self) -> Vec<String> {
         self.urls.iter().map(|u| redact(u)).collect()
+    }
+
+    /// A warning when what NATS may take at once on recovering (the backlog while connected, or
+    /// the reconnect buffer) is as large as a connection's outbound limit (`outbound_limit`,
+    /// bytes): released in one go, it could cut off subscribers on other nodes that keep up.
+    pub fn burst_warning(&self, outbound_limit: u64) -> Option<String> {
+        let (key, bytes) = if self.outbound_limit >= self.reconnect_buffer {
+            ("cluster_outbound_limit", self.outbound_limit)
+        } else {
+            ("cluster_reconnect_buffer", self.reconnect_buffer)
+        };
+        (bytes >= outbound_limit).then(|| {
+            format!(
+                "{key} ({bytes} bytes) is not below outbound_limit ({outbound_limit} bytes): a \
+                 backlog NATS takes at once when it recovers may cut off subscribers on other \
+                 nodes as slow consumers; keep it below half of outbound_limit"
+            )
+        })
     }
 
     /// Checks every `cluster*` setting and reads the secret files; `None` without `cluster`.
@@ -98,6 +123,10 @@ impl ClusterConfig {
             ("cluster_tls_cert", s.cluster_tls_cert.is_some()),
             ("cluster_tls_key", s.cluster_tls_key.is_some()),
             ("cluster_outbound_limit", s.cluster_outbound_limit.is_some()),
+            (
+                "cluster_reconnect_buffer",
+                s.cluster_reconnect_buffer.is_some(),
+            ),
         ];
         let urls = s.cluster.0.clone();
         if urls.is_empty() {
@@ -157,6 +186,9 @@ impl ClusterConfig {
         if outbound_limit == 0 {
             return Err(ConfigError::Zero("cluster_outbound_limit"));
         }
+        let reconnect_buffer = s
+            .cluster_reconnect_buffer
+            .map_or(DEFAULT_RECONNECT_BUFFER, |l| l.bytes());
         Ok(Some(ClusterConfig {
             urls,
             prefix,
@@ -167,6 +199,7 @@ impl ClusterConfig {
                 client,
             },
             outbound_limit,
+            reconnect_buffer,
         }))
     }
 }
@@ -288,7 +321,7 @@ mod tests {
             .into_iter()
             .filter(|n| n.starts_with("cluster_"))
             .collect();
-        assert_eq!(names.len(), 10, "a new cluster_* key must join the check");
+        assert_eq!(names.len(), 11, "a new cluster_* key must join the check");
         let flags = [
             "--cluster-prefix=x.",
             "--cluster-token-file=t",
@@ -300,6 +333,7 @@ mod tests {
             "--cluster-tls-cert=c",
             "--cluster-tls-key=k",
             "--cluster-outbound-limit=1",
+            "--cluster-reconnect-buffer=1",
         ];
         let cmd = <Settings as clap::Args>::augment_args(clap::Command::new("t"));
         for flag in flags {
@@ -309,6 +343,31 @@ mod tests {
             let err = ClusterConfig::from_settings(&s).unwrap_err().to_string();
             assert!(err.contains("no cluster"), "{flag}: {err}");
         }
+    }
+
+    #[test]
+    fn the_reconnect_buffer_defaults_to_8_mib_and_may_be_off() {
+        let c = ClusterConfig::from_settings(&cluster("nats://a:4222"))
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.outbound_limit, c.reconnect_buffer), (16 << 20, 8 << 20));
+        let mut s = cluster("nats://a:4222");
+        s.cluster_reconnect_buffer = Some("0".parse().unwrap());
+        let off = ClusterConfig::from_settings(&s).unwrap().unwrap();
+        assert_eq!(off.reconnect_buffer, 0);
+    }
+
+    #[test]
+    fn a_backlog_as_large_as_a_subscribers_limit_is_warned_about() {
+        let mut c = ClusterConfig::from_settings(&cluster("nats://a:4222"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.burst_warning(32 << 20), None);
+        let w = c.burst_warning(8 << 20).unwrap();
+        assert!(w.contains("cluster_outbound_limit"), "{w}");
+        c.reconnect_buffer = 64 << 20;
+        let w = c.burst_warning(32 << 20).unwrap();
+        assert!(w.contains("cluster_reconnect_buffer"), "{w}");
     }
 
     #[test]

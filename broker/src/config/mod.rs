@@ -111,6 +111,9 @@ pub struct Config {
     pub users: Users,
     /// The NATS deployment to join; `None` is a single node.
     pub cluster: Option<ClusterConfig>,
+    /// The top-level payload policy (`payloads`, `allow_globals`): every user's default, and
+    /// what messages arriving from other nodes are judged by.
+    pub payloads: PayloadPolicy,
 }
 
 impl Config {
@@ -128,6 +131,7 @@ impl Config {
             users: Users::resolve(shared, &[], Payloads::Any, &[])
                 .unwrap_or_else(|e| unreachable!("one shared key: {e}")),
             cluster: None,
+            payloads: PayloadPolicy::Any,
         }
     }
 
@@ -170,10 +174,12 @@ impl Config {
             }
         }
         let cluster = ClusterConfig::from_settings(&settings)?;
+        let payloads = PayloadPolicy::new(settings.payloads, &settings.allow_globals)?;
         Ok(Config {
             settings,
             users,
             cluster,
+            payloads,
         })
     }
 }

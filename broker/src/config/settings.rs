@@ -66,6 +66,14 @@ pub struct Settings {
     /// Seconds allowed for the authentication handshake. Default 5.
     #[arg(long, value_name = "SECONDS", required = false)]
     pub handshake_timeout: Seconds,
+    /// Seconds a frame has to arrive whole after its first byte, or the connection is closed
+    /// and the memory it held is freed. Default 60.
+    #[arg(long, value_name = "SECONDS", required = false)]
+    pub frame_timeout: Seconds,
+    /// Bytes of large frames still arriving, all connections together (at least max_frame);
+    /// past it the broker reads no new large frame until one finishes. Default 256MiB.
+    #[arg(long, value_name = "BYTES", required = false)]
+    pub arriving_limit: Size,
     /// Seconds allowed at shutdown to flush queued messages. Default 5.
     #[arg(long, value_name = "SECONDS", required = false)]
     pub shutdown_timeout: Seconds,
@@ -109,9 +117,13 @@ pub struct Settings {
     /// Client key (PEM) for NATS.
     #[arg(long, value_name = "PATH")]
     pub cluster_tls_key: Option<PathBuf>,
-    /// Bytes waiting to go to NATS before more are counted and not forwarded. Default 64MiB.
+    /// Bytes waiting to go to NATS before more are counted and not forwarded. Default 16MiB.
     #[arg(long, value_name = "BYTES")]
     pub cluster_outbound_limit: Option<Size>,
+    /// Bytes of publishes held while NATS is away, sent in order when it is back (0: none).
+    /// Default 8MiB.
+    #[arg(long, value_name = "BYTES")]
+    pub cluster_reconnect_buffer: Option<Size>,
 }
 
 impl Default for Settings {
@@ -129,6 +141,8 @@ impl Default for Settings {
             max_connections: Count(10_000),
             max_subscriptions: Count(10_000),
             handshake_timeout: Seconds::whole(5),
+            frame_timeout: Seconds::whole(60),
+            arriving_limit: Size(256 << 20),
             shutdown_timeout: Seconds::whole(5),
             keepalive: Seconds::whole(30),
             log_level: "info".into(),
@@ -144,6 +158,7 @@ impl Default for Settings {
             cluster_tls_cert: None,
             cluster_tls_key: None,
             cluster_outbound_limit: None,
+            cluster_reconnect_buffer: None,
         }
     }
 }

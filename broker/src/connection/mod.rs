@@ -1,21 +1,25 @@
 //! One client connection: the handshake, then a reader that feeds every frame to the commands
 //! (`command/`), beside a writer task (`writer.rs`) that drains the connection's outbox.
+//! `arriving.rs` holds the broker-wide budget for large frames still arriving.
 
+mod arriving;
 mod reader;
+
+pub use arriving::Arriving;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use mphub_protocol::reply;
+use mphub_protocol::{reply, HandshakeError};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
-use tracing::{info, Instrument};
+use tracing::{debug, info, Instrument};
 
 use crate::command::{Services, Session};
 use crate::config::{Config, User};
 use crate::connections::{Connections, Entry};
-use crate::net::{ReadHalf, Stream, WriteHalf};
+use crate::net::{HandshakeRead, ReadHalf, Stream, WriteHalf};
 use crate::outbox::Outbox;
 use crate::shutdown::Shutdown;
 use crate::writer::{self, Ended};
@@ -32,6 +36,8 @@ pub struct Context {
     pub connections: Arc<Connections>,
     /// The broker's shutdown phases.
     pub shutdown: Shutdown,
+    /// Memory for large frames still arriving, shared by every connection.
+    pub arriving: Arc<Arriving>,
 }
 
 /// Serves one accepted connection to its end. `peer_addr` is the remote address, printable.
@@ -58,7 +64,7 @@ pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64
             return;
         };
         tracing::Span::current().record("user", tracing::field::display(&user.name));
-        let Some(_admission) = ctx.connections.admit(&user) else {
+        let Some(admission) = ctx.connections.admit(&user) else {
             metrics
                 .permission_denied
                 .with_label_values(&[&user.name, "connect"])
@@ -85,8 +91,15 @@ pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64
         );
         let outbox = Arc::new(outbox);
         let finish = tokio_util::sync::CancellationToken::new();
-        let wait = s.metrics.addr().map(|_| metrics.queue_wait.clone());
-        let writer = tokio::spawn(writer::run(w, rx, outbox.clone(), finish.clone(), wait));
+        let timing = s.metrics.addr().is_some();
+        let writer = tokio::spawn(writer::run(
+            w,
+            rx,
+            outbox.clone(),
+            finish.clone(),
+            metrics.clone(),
+            timing,
+        ));
         let entry = Entry::new(outbox.clone(), config.clone(), &user, peer_addr.clone());
         let entry = ctx.connections.insert(entry);
 
@@ -96,13 +109,21 @@ pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64
         let received = session.received_total();
         ctx.connections.remove(id);
         finish.cancel();
-        let (ended, sent) = writer.await.unwrap_or((Ended::Killed, 0));
+        let summary = writer.await.unwrap_or(writer::Summary {
+            ended: Ended::Killed,
+            written: 0,
+            discarded: 0,
+        });
         metrics.connections.dec();
-        let ended = match ended {
+        // The user's place is free before the close is logged: whoever reads the log line can
+        // connect again as that user.
+        drop(admission);
+        let ended = match summary.ended {
             Ended::Flushed => "flushed".to_string(),
-            Ended::Killed => "dropped its queue".to_string(),
+            Ended::Killed => format!("dropped {} queued messages", summary.discarded),
             Ended::Failed(e) => format!("write failed: {e}"),
         };
+        let sent = summary.written;
         info!(
             peer = %peer_addr,
             duration_s = started.elapsed().as_secs_f64(),
@@ -131,25 +152,33 @@ async fn authenticate(
     let Some(ring) = users.ring() else {
         return users.anonymous().cloned();
     };
+    let metrics = &ctx.services.metrics;
+    metrics.handshakes_in_progress.inc();
+    let mut read = HandshakeRead::new(r);
     let result = async {
         let challenge = mphub_protocol::io::random_challenge()?;
-        let mut both = tokio::io::join(&mut *r, &mut *w);
+        let mut both = tokio::io::join(&mut read, &mut *w);
         mphub_protocol::io::accept(&mut both, buf, ring.clone(), challenge).await
     };
     let deadline = config.settings.handshake_timeout.duration();
-    let err = match tokio::time::timeout(deadline, result).await {
+    let outcome = tokio::time::timeout(deadline, result).await;
+    metrics.handshakes_in_progress.dec();
+    let err = match outcome {
         Ok(Ok(index)) => match users.get(index) {
             Some(user) => return Some(user.clone()),
-            None => mphub_protocol::HandshakeError::WrongKey,
+            None => HandshakeError::WrongKey,
         },
+        // Connect and close (a port probe, a load balancer's health check) is not an
+        // authentication failure: nothing was tried.
+        Ok(Err(HandshakeError::Closed | HandshakeError::Io(_))) if read.received() == 0 => {
+            metrics.connections_probed.inc();
+            debug!(peer = %peer_addr, "closed before sending a byte (a probe?)");
+            return None;
+        }
         Ok(Err(e)) => e,
-        Err(_) => mphub_protocol::HandshakeError::Timeout,
+        Err(_) => HandshakeError::Timeout,
     };
-    ctx.services
-        .metrics
-        .auth_failures
-        .with_label_values(&[err.kind()])
-        .inc();
+    metrics.auth_failures.with_label_values(&[err.kind()]).inc();
     info!(peer = %peer_addr, reason = %err, "authentication failed; connection closed");
     None
 }

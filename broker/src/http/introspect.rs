@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::Sources;
-use crate::connections::{Entry, Held};
+use crate::connections::{unheld, Entry, Held};
 
 /// Items per page when `limit` is not given (NATS's `/connz` default).
 pub const DEFAULT_LIMIT: usize = 1024;
@@ -203,7 +203,12 @@ struct ClusterJson {
     connected: bool,
     urls: Vec<String>,
     last_error: Option<String>,
+    max_payload: Option<u64>,
     queued_bytes: u64,
+    outbound_limit: u64,
+    reconnect_buffer: u64,
+    interest: u64,
+    retiring: u64,
     sent: u64,
     received: u64,
     not_forwarded: BTreeMap<&'static str, u64>,
@@ -310,9 +315,9 @@ fn sort_key(e: &Entry, sort: ConnectionSort) -> u64 {
         ConnectionSort::Id | ConnectionSort::Since => e.id(),
         ConnectionSort::QueuedBytes => e.outbox.queued(),
         ConnectionSort::MessagesIn => e.received().0,
-        ConnectionSort::MessagesOut => e.outbox.sent().0,
+        ConnectionSort::MessagesOut => e.outbox.written_totals().0,
         ConnectionSort::BytesIn => e.received().1,
-        ConnectionSort::BytesOut => e.outbox.sent().1,
+        ConnectionSort::BytesOut => e.outbox.written_totals().1,
         ConnectionSort::Subscriptions => e.subscriptions().len() as u64,
         ConnectionSort::Dropped => e.outbox.dropped(),
     }
@@ -322,13 +327,16 @@ fn connection_json(e: &Entry) -> ConnectionJson {
     let subscriptions = e
         .subscriptions()
         .iter()
-        .map(|(pattern, group)| SubscriptionJson {
-            pattern: pattern.clone(),
-            group: group.clone(),
+        .map(|h| {
+            let (pattern, group) = unheld(h);
+            SubscriptionJson {
+                pattern: pattern.to_owned(),
+                group: group.map(str::to_owned),
+            }
         })
         .collect();
     let (messages_in, bytes_in) = e.received();
-    let (messages_out, bytes_out) = e.outbox.sent();
+    let (messages_out, bytes_out) = e.outbox.written_totals();
     ConnectionJson {
         id: e.id(),
         user: e.user.clone(),
@@ -372,15 +380,18 @@ pub async fn subscriptions(
         }
         let mut lines: Vec<SubscriptionLine> = counts
             .into_iter()
-            .filter(|((pattern, _), _)| {
+            .filter(|(h, _)| {
                 q.topic
                     .as_ref()
-                    .is_none_or(|t| mphub_protocol::topic::matches(pattern, t))
+                    .is_none_or(|t| mphub_protocol::topic::matches(unheld(h).0, t))
             })
-            .map(|((pattern, group), subscribers)| SubscriptionLine {
-                pattern,
-                group,
-                subscribers,
+            .map(|(h, subscribers)| {
+                let (pattern, group) = unheld(&h);
+                SubscriptionLine {
+                    pattern: pattern.to_owned(),
+                    group: group.map(str::to_owned),
+                    subscribers,
+                }
             })
             .collect();
         let by_name = |a: &SubscriptionLine, b: &SubscriptionLine| {
@@ -469,8 +480,13 @@ pub async fn status(State(src): State<Arc<Sources>>) -> Response {
                 ClusterJson {
                     connected: st.connected,
                     urls: st.urls,
-                    last_error: st.last_error,
+                    last_error: st.last_error.filter(|_| !st.connected),
+                    max_payload: st.max_payload,
                     queued_bytes: st.queued_bytes,
+                    outbound_limit: st.queue_limits.0,
+                    reconnect_buffer: st.queue_limits.1,
+                    interest: st.interest.0,
+                    retiring: st.interest.1,
                     sent: st.sent,
                     received: st.received,
                     not_forwarded: st.not_forwarded.into_iter().collect(),

@@ -5,21 +5,32 @@
 //! `/healthz` answers 200 while the broker accepts connections and 503 once shutdown has begun;
 //! the endpoint keeps serving until every connection is closed, so the 503 can be seen. With
 //! `--cluster`, a second line tells whether the node is connected to NATS.
+//!
+//! The port is often open wider than the client listeners (Kubernetes scrapes it on 0.0.0.0),
+//! so it may never cost the broker more than a bounded share of its file descriptors: at most
+//! [`MAX_CONNECTIONS`] HTTP connections at once, and a connection that has not sent a whole
+//! request header within [`IDLE_TIMEOUT`] of opening or of its last response is closed.
+//! `axum::serve` has neither knob, so the accept loop is ours and each connection is served
+//! by hyper's HTTP/1 server, whose `header_read_timeout` is that idle timeout (hyper starts it
+//! whenever it waits for a request head, on a fresh or a kept-alive connection).
 
 pub mod introspect;
 pub mod page;
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracing::error;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
 
 use crate::cluster::Cluster;
 use crate::config::Config;
@@ -95,7 +106,20 @@ async fn healthz(State(src): State<Arc<Sources>>) -> impl IntoResponse {
     }
 }
 
-/// Serves until the broker's shutdown has finished.
+/// Most HTTP connections open at once (PROTOCOL §7). Past it, a new connection is closed at
+/// once: a flood of idle connections costs the broker at most this many descriptors, and for
+/// at most [`IDLE_TIMEOUT`] each.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// How long an HTTP connection may take to send a whole request header, counted from when it
+/// opened or from its last response (PROTOCOL §7). Prometheus sends a scrape's request at once.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pause after a failed accept (out of descriptors, say), so that the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves until the broker's shutdown has finished; then in-flight responses are completed and
+/// idle connections closed.
 pub async fn serve(src: Arc<Sources>, listener: TcpListener) {
     let shutdown = src.shutdown.clone();
     let app = Router::new()
@@ -107,9 +131,61 @@ pub async fn serve(src: Arc<Sources>, listener: TcpListener) {
         .route("/topics", get(introspect::topics))
         .route("/status", get(introspect::status))
         .with_state(src);
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.finished().await });
-    if let Err(e) = server.await {
-        error!(error = %e, "metrics endpoint failed");
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let open = TaskTracker::new();
+    // Whether the last connection was turned away: the limit is logged once per episode.
+    let mut full = false;
+    loop {
+        // Cancel safety: `finished` and `accept` are cancel safe.
+        let accepted = tokio::select! {
+            _ = shutdown.finished() => break,
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                warn!(error = %e, "metrics endpoint: accept failed; retrying");
+                tokio::select! {
+                    _ = shutdown.finished() => break,
+                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                }
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            if !full {
+                warn!(
+                    max = MAX_CONNECTIONS,
+                    "metrics endpoint: connection limit reached; closing new connections \
+                     until idle ones time out"
+                );
+            }
+            full = true;
+            continue;
+        };
+        full = false;
+        let service = TowerToHyperService::new(app.clone());
+        let shutdown = shutdown.clone();
+        open.spawn(async move {
+            let _permit = permit;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(IDLE_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            // Cancel safety: the connection future is polled again to its end in the second
+            // branch; `finished` is cancel safe.
+            let ended = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shutdown.finished() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
+                debug!(error = %e, "metrics endpoint: connection closed");
+            }
+        });
     }
+    open.close();
+    open.wait().await;
 }

@@ -1,10 +1,12 @@
 //! Worker metrics (PROTOCOL §10): Python processes send `("$metrics", [ops])`; the broker
 //! aggregates them and serves them after its own metrics on `/metrics`.
 //!
-//! - `ops.rs`: decoding the payload (the one payload the broker decodes, and only after the
-//!   envelope scanner has found no opcode that imports or calls) into typed ops.
-//! - this file: the store — families, series, per-connection gauge values — and applying ops.
-//! - `render.rs`: the Prometheus text format.
+//! - the op format and its decoder are `mphub_protocol::metrics` (the one payload the broker
+//!   decodes, and only after the envelope scanner has found no opcode that imports or calls);
+//! - `ops.rs`: the broker's rules for decoded ops (names, reserved labels, buckets) and the
+//!   [`Shape`] a family keeps;
+//! - this file: the store — families, series, per-connection gauge values — and applying ops;
+//! - `render.rs`: the Prometheus text format, and the sample names each type writes.
 //!
 //! The store has its own lock; routing never takes it, so a scrape of many series cannot stall
 //! a publish.
@@ -15,7 +17,9 @@ mod render;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-pub use ops::{Kind, Mode, Op, Shape};
+use mphub_protocol::metrics::{Batch, MetricKind, MetricOp, Verb};
+
+pub use ops::Shape;
 
 /// Series one family may hold (label combinations; for `liveall`/`all` gauges, also per
 /// connection).
@@ -172,16 +176,15 @@ impl Store {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Decodes and applies one `$metrics` frame body from connection `conn`.
+    /// Decodes and applies one `$metrics` frame body from connection `conn`; `has_code` is
+    /// the envelope scanner's verdict (such a body is never decoded).
     pub fn apply_frame(&self, conn: u64, body: &[u8], has_code: bool) -> Outcome {
-        if has_code {
-            return Outcome {
-                applied: 0,
-                rejected: vec![Reject::Code],
-            };
-        }
-        let raw = match ops::decode(body) {
-            Ok(r) => r,
+        let batch = match has_code {
+            true => Err(Reject::Code),
+            false => Batch::decode(body).map_err(Reject::from),
+        };
+        let batch = match batch {
+            Ok(b) => b,
             Err(e) => {
                 return Outcome {
                     applied: 0,
@@ -189,11 +192,16 @@ impl Store {
                 }
             }
         };
-        let parsed: Vec<Result<Op, Reject>> = raw.iter().map(ops::parse).collect();
         let mut out = Outcome::default();
+        // Each op is read as it is applied and dropped after: one op held at a time, however
+        // many times a batch refers to the same one. Reading one is a few borrows, so doing it
+        // under the lock costs a scrape nothing it would notice.
         let mut inner = self.lock();
-        for op in parsed {
-            match op.and_then(|op| inner.apply(conn, op)) {
+        for op in batch.ops() {
+            match op
+                .map_err(Reject::from)
+                .and_then(|op| inner.apply(conn, op))
+            {
                 Ok(()) => out.applied += 1,
                 Err(e) => out.rejected.push(e),
             }
@@ -205,7 +213,7 @@ impl Store {
     pub fn connection_closed(&self, conn: u64) {
         let mut inner = self.lock();
         for fam in inner.families.values_mut() {
-            if fam.shape.kind != Kind::Gauge {
+            if fam.shape.kind != MetricKind::Gauge {
                 continue;
             }
             let live = fam.shape.mode.is_live();
@@ -239,73 +247,67 @@ impl Store {
 }
 
 impl Inner {
-    fn apply(&mut self, conn: u64, op: Op) -> Result<(), Reject> {
-        let (name, labels, verb, x) = match op {
-            Op::Declare { name, shape } => return self.declare(name, shape),
-            Op::Inc {
+    fn apply(&mut self, conn: u64, op: MetricOp<'_>) -> Result<(), Reject> {
+        let verb = op.verb();
+        let (name, labels, x) = match op {
+            MetricOp::Declare {
+                name,
+                kind,
+                help,
+                labels,
+                buckets,
+                mode,
+            } => {
+                let shape = ops::shape(&name, kind, &help, &labels, buckets, mode)?;
+                return self.declare(&name, shape);
+            }
+            MetricOp::Inc {
                 name,
                 labels,
-                amount,
-            } => (name, labels, "inc", amount),
-            Op::Dec {
+                amount: x,
+            }
+            | MetricOp::Dec {
                 name,
                 labels,
-                amount,
-            } => (name, labels, "dec", amount),
-            Op::Set {
+                amount: x,
+            }
+            | MetricOp::Set {
                 name,
                 labels,
-                value,
-            } => (name, labels, "set", value),
-            Op::Observe {
+                value: x,
+            }
+            | MetricOp::Observe {
                 name,
                 labels,
-                value,
-            } => (name, labels, "observe", value),
+                value: x,
+            } => (name, labels, x),
         };
+        let verb_name = verb.name();
         self.clock += 1;
         let clock = self.clock;
         let fam = self
             .families
-            .get_mut(&name)
-            .ok_or_else(|| Reject::Undeclared(format!("{verb} {name:?}: declare it first")))?;
+            .get_mut(&*name)
+            .ok_or_else(|| Reject::Undeclared(format!("{verb_name} {name:?}: declare it first")))?;
         let kind = fam.shape.kind;
-        let allowed = match verb {
-            "inc" => matches!(kind, Kind::Counter | Kind::Gauge),
-            "dec" | "set" => kind == Kind::Gauge,
-            _ => matches!(kind, Kind::Histogram | Kind::Summary),
-        };
-        if !allowed {
+        if !verb.applies_to(kind) {
             return Err(Reject::Conflict(format!(
-                "{verb} does not apply to {name:?}, a {}",
+                "{verb_name} does not apply to {name:?}, a {}",
                 kind.name()
             )));
         }
-        if kind == Kind::Counter && x < 0.0 {
+        if kind == MetricKind::Counter && x < 0.0 {
             return Err(Reject::Negative(format!(
                 "inc {name:?} by {x}: a counter only goes up"
             )));
         }
-        if !x.is_finite() && kind != Kind::Gauge {
+        if !x.is_finite() && kind != MetricKind::Gauge {
             return Err(Reject::BadValue(format!(
-                "{verb} {name:?}: {x} is not finite"
+                "{verb_name} {name:?}: {x} is not finite"
             )));
         }
-        if labels.len() != fam.shape.labels.len()
-            || fam.shape.labels.iter().any(|l| !labels.contains_key(l))
-        {
-            return Err(Reject::Labels(format!(
-                "{verb} {name:?}: labels must be exactly {:?}",
-                fam.shape.labels
-            )));
-        }
-        let key: Vec<String> = fam
-            .shape
-            .labels
-            .iter()
-            .map(|l| labels.get(l).cloned().unwrap_or_default())
-            .collect();
-        let per_conn = kind == Kind::Gauge && matches!(fam.shape.mode, Mode::LiveAll | Mode::All);
+        let key = ops::series_key(verb_name, &name, &fam.shape.labels, &labels)?;
+        let per_conn = kind == MetricKind::Gauge && fam.shape.mode.per_connection();
         let cost = |fam: &Family| -> usize {
             if per_conn {
                 fam.series
@@ -331,10 +333,10 @@ impl Inner {
         }
         let buckets = fam.shape.buckets.len();
         let data = fam.series.entry(key).or_insert_with(|| match kind {
-            Kind::Counter => Data::Counter(0.0),
-            Kind::Histogram => Data::Histogram(vec![0; buckets + 1], 0.0, 0),
-            Kind::Summary => Data::Summary(0.0, 0),
-            Kind::Gauge => Data::Gauge(HashMap::new()),
+            MetricKind::Counter => Data::Counter(0.0),
+            MetricKind::Histogram => Data::Histogram(vec![0; buckets + 1], 0.0, 0),
+            MetricKind::Summary => Data::Summary(0.0, 0),
+            MetricKind::Gauge => Data::Gauge(HashMap::new()),
         });
         match data {
             Data::Counter(total) => *total += x,
@@ -353,8 +355,8 @@ impl Inner {
             Data::Gauge(per) => {
                 let slot = per.entry(conn).or_insert((0.0, clock, true));
                 slot.0 = match verb {
-                    "inc" => slot.0 + x,
-                    "dec" => slot.0 - x,
+                    Verb::Inc => slot.0 + x,
+                    Verb::Dec => slot.0 - x,
                     _ => x,
                 };
                 slot.1 = clock;
@@ -364,8 +366,8 @@ impl Inner {
         Ok(())
     }
 
-    fn declare(&mut self, name: String, shape: Shape) -> Result<(), Reject> {
-        if let Some(fam) = self.families.get(&name) {
+    fn declare(&mut self, name: &str, shape: Shape) -> Result<(), Reject> {
+        if let Some(fam) = self.families.get(name) {
             if fam.shape == shape {
                 return Ok(());
             }
@@ -373,7 +375,7 @@ impl Inner {
                 "{name:?} is already declared as a {} with labels {:?}{}; this declaration differs",
                 fam.shape.kind.name(),
                 fam.shape.labels,
-                if fam.shape.kind == Kind::Gauge {
+                if fam.shape.kind == MetricKind::Gauge {
                     format!(" and mode {}", fam.shape.mode.name())
                 } else {
                     String::new()
@@ -385,21 +387,11 @@ impl Inner {
                 "{MAX_FAMILIES} families already declared (the cap)"
             )));
         }
-        // Suffixes the text format derives must not collide with another family.
-        let clash = ["_bucket", "_sum", "_count", "_total"].iter().any(|s| {
-            name.strip_suffix(s).is_some_and(|base| {
-                self.families.get(base).is_some_and(|f| {
-                    f.shape.kind == Kind::Histogram || f.shape.kind == Kind::Summary
-                })
-            })
-        });
-        if clash {
-            return Err(Reject::Conflict(format!(
-                "{name:?} collides with the samples of a histogram or summary"
-            )));
+        if let Some(clash) = self.clash(name, shape.kind) {
+            return Err(Reject::Conflict(clash));
         }
         self.families.insert(
-            name,
+            name.to_owned(),
             Family {
                 shape,
                 series: BTreeMap::new(),
@@ -407,135 +399,31 @@ impl Inner {
         );
         Ok(())
     }
+
+    /// Whether a new family `name` of type `kind` would write a name another family writes
+    /// (its `# TYPE` name or a sample name), whichever was declared first: histogram `q`
+    /// writes `q_count`, so gauge `q_count` clashes with it, before or after.
+    fn clash(&self, name: &str, kind: MetricKind) -> Option<String> {
+        for ours in render::names(name, kind) {
+            for theirs in render::SUFFIXES {
+                let Some(base) = ours.strip_suffix(theirs) else {
+                    continue;
+                };
+                let Some(fam) = self.families.get(base) else {
+                    continue;
+                };
+                if theirs.is_empty() || render::suffixes(fam.shape.kind).contains(&theirs) {
+                    return Some(format!(
+                        "{name:?} (a {}) would write {ours:?}, which {base:?} (a {}) writes",
+                        kind.name(),
+                        fam.shape.kind.name()
+                    ));
+                }
+            }
+        }
+        None
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_pickle::{HashableValue, Value};
-
-    fn s(x: &str) -> Value {
-        Value::String(x.into())
-    }
-
-    fn frame(ops: Vec<Value>) -> Vec<u8> {
-        serde_pickle::value_to_vec(
-            &Value::Tuple(vec![s("$metrics"), Value::List(ops)]),
-            Default::default(),
-        )
-        .expect("pickle")
-    }
-
-    fn op(items: Vec<Value>) -> Value {
-        Value::Tuple(items)
-    }
-
-    fn no_labels() -> Value {
-        Value::Dict(Default::default())
-    }
-
-    fn render(store: &Store) -> String {
-        let mut out = String::new();
-        store.render(&mut out);
-        out
-    }
-
-    #[test]
-    fn counters_sum_over_connections_and_survive_a_close() {
-        let st = Store::default();
-        let declare = op(vec![
-            s("declare"),
-            s("n_total"),
-            s("counter"),
-            s("N"),
-            Value::Tuple(vec![]),
-            no_labels(),
-        ]);
-        let inc = op(vec![s("inc"), s("n_total"), no_labels(), Value::I64(2)]);
-        assert!(st
-            .apply_frame(1, &frame(vec![declare.clone(), inc.clone()]), false)
-            .rejected
-            .is_empty());
-        assert!(st
-            .apply_frame(2, &frame(vec![declare, inc]), false)
-            .rejected
-            .is_empty());
-        st.connection_closed(1);
-        assert!(render(&st).contains("\nn_total 4\n"));
-    }
-
-    #[test]
-    fn a_livesum_gauge_forgets_a_closed_connection_and_a_max_gauge_does_not() {
-        let st = Store::default();
-        let mut mode = std::collections::BTreeMap::new();
-        mode.insert(HashableValue::String("mode".into()), s("livesum"));
-        let mut max = std::collections::BTreeMap::new();
-        max.insert(HashableValue::String("mode".into()), s("max"));
-        let decl = vec![
-            op(vec![
-                s("declare"),
-                s("g"),
-                s("gauge"),
-                s("G"),
-                Value::Tuple(vec![]),
-                Value::Dict(mode),
-            ]),
-            op(vec![
-                s("declare"),
-                s("m"),
-                s("gauge"),
-                s("M"),
-                Value::Tuple(vec![]),
-                Value::Dict(max),
-            ]),
-        ];
-        for (conn, v) in [(1, 5), (2, 7)] {
-            let mut ops = decl.clone();
-            ops.push(op(vec![s("set"), s("g"), no_labels(), Value::I64(v)]));
-            ops.push(op(vec![s("set"), s("m"), no_labels(), Value::I64(v)]));
-            assert!(st.apply_frame(conn, &frame(ops), false).rejected.is_empty());
-        }
-        assert!(render(&st).contains("\ng 12\n"));
-        st.connection_closed(2);
-        let text = render(&st);
-        assert!(
-            text.contains("\ng 5\n") && text.contains("\nm 7\n"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn rejections_are_reported_and_the_rest_applies() {
-        let st = Store::default();
-        let ops = vec![
-            op(vec![
-                s("declare"),
-                s("c_total"),
-                s("counter"),
-                s("C"),
-                Value::Tuple(vec![]),
-                no_labels(),
-            ]),
-            op(vec![s("inc"), s("c_total"), no_labels(), Value::I64(-1)]),
-            op(vec![s("inc"), s("nope"), no_labels(), Value::I64(1)]),
-            op(vec![
-                s("declare"),
-                s("mphub_x"),
-                s("counter"),
-                s("X"),
-                Value::Tuple(vec![]),
-                no_labels(),
-            ]),
-            op(vec![s("inc"), s("c_total"), no_labels(), Value::F64(0.5)]),
-        ];
-        let out = st.apply_frame(1, &frame(ops), false);
-        let labels: Vec<&str> = out.rejected.iter().map(Reject::label).collect();
-        assert_eq!(labels, ["negative_counter", "undeclared", "bad_name"]);
-        assert_eq!(out.applied, 2);
-        assert!(out
-            .reason()
-            .is_some_and(|r| r.starts_with("$metrics: 3 of 5 ops rejected")));
-        assert!(render(&st).contains("\nc_total 0.5\n"));
-        assert_eq!(st.apply_frame(1, b"", true).rejected, vec![Reject::Code]);
-    }
-}
+mod tests;

@@ -1,203 +1,54 @@
-//! Decoding a `$metrics` payload (plain data, already checked to hold no code) into ops.
+//! The broker's rules for decoded ops (the format itself, and its decoder, are
+//! `mphub_protocol::metrics`): Prometheus names, reserved labels, text lengths, and histogram
+//! buckets as prometheus_client takes them.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
-use serde_pickle::{HashableValue, Value};
+use mphub_protocol::metrics::{GaugeMode, Labels, MetricKind, MAX_BUCKETS};
+use mphub_protocol::{BatchError, OpError};
 
 use super::Reject;
-
-/// A metric family's type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-    Summary,
-}
-
-impl Kind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
-            Kind::Summary => "summary",
-        }
-    }
-}
-
-/// How per-connection gauge values combine (PROTOCOL §10).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    LiveAll,
-    LiveSum,
-    LiveMax,
-    LiveMin,
-    Sum,
-    Max,
-    Min,
-    MostRecent,
-    All,
-}
-
-impl Mode {
-    fn parse(s: &str) -> Option<Mode> {
-        Some(match s {
-            "liveall" => Mode::LiveAll,
-            "livesum" => Mode::LiveSum,
-            "livemax" => Mode::LiveMax,
-            "livemin" => Mode::LiveMin,
-            "sum" => Mode::Sum,
-            "max" => Mode::Max,
-            "min" => Mode::Min,
-            "mostrecent" => Mode::MostRecent,
-            "all" => Mode::All,
-            _ => return None,
-        })
-    }
-
-    /// The name used on the wire.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::LiveAll => "liveall",
-            Mode::LiveSum => "livesum",
-            Mode::LiveMax => "livemax",
-            Mode::LiveMin => "livemin",
-            Mode::Sum => "sum",
-            Mode::Max => "max",
-            Mode::Min => "min",
-            Mode::MostRecent => "mostrecent",
-            Mode::All => "all",
-        }
-    }
-
-    /// Values of a closed connection vanish.
-    pub fn is_live(self) -> bool {
-        matches!(
-            self,
-            Mode::LiveAll | Mode::LiveSum | Mode::LiveMax | Mode::LiveMin
-        )
-    }
-}
 
 /// What a family is declared as; declaring it again must match.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shape {
-    pub kind: Kind,
+    /// Its type.
+    pub kind: MetricKind,
+    /// The HELP text.
     pub help: String,
+    /// Label names, in declaration order.
     pub labels: Vec<String>,
-    /// Histogram upper bounds, ascending, without +Inf.
+    /// Histogram upper bounds, ascending, without +Inf (empty for other types).
     pub buckets: Vec<f64>,
-    pub mode: Mode,
+    /// How a gauge combines connections (the default for other types).
+    pub mode: GaugeMode,
 }
-
-/// One operation of a `$metrics` batch.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Op {
-    Declare {
-        name: String,
-        shape: Shape,
-    },
-    Inc {
-        name: String,
-        labels: Labels,
-        amount: f64,
-    },
-    Dec {
-        name: String,
-        labels: Labels,
-        amount: f64,
-    },
-    Set {
-        name: String,
-        labels: Labels,
-        value: f64,
-    },
-    Observe {
-        name: String,
-        labels: Labels,
-        value: f64,
-    },
-}
-
-/// Label name -> value, as sent.
-pub type Labels = BTreeMap<String, String>;
 
 /// prometheus_client's default buckets.
 pub const DEFAULT_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
-const MAX_BUCKETS: usize = 64;
-const MAX_LABELS: usize = 16;
 const MAX_HELP: usize = 1024;
 const MAX_LABEL_VALUE: usize = 1024;
 const RESERVED: [&str; 3] = ["le", "quantile", "conn"];
 
-/// The op list of a `("$metrics", ops)` body.
-pub fn decode(body: &[u8]) -> Result<Vec<Value>, Reject> {
-    let v = serde_pickle::value_from_slice(body, serde_pickle::DeOptions::new())
-        .map_err(|e| Reject::Decode(e.to_string()))?;
-    match v {
-        Value::Tuple(mut t) if t.len() == 2 => match t.swap_remove(1) {
-            Value::List(ops) | Value::Tuple(ops) => Ok(ops),
-            other => Err(Reject::BadOp(format!(
-                "the $metrics payload must be a list of op tuples, not {}",
-                kind_of(&other)
-            ))),
-        },
-        _ => Err(Reject::Decode("not a 2-tuple".into())),
-    }
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::None => "None",
-        Value::Bool(_) => "bool",
-        Value::I64(_) | Value::Int(_) => "int",
-        Value::F64(_) => "float",
-        Value::Bytes(_) => "bytes",
-        Value::String(_) => "str",
-        Value::List(_) => "list",
-        Value::Tuple(_) => "tuple",
-        Value::Set(_) | Value::FrozenSet(_) => "set",
-        Value::Dict(_) => "dict",
-    }
-}
-
-fn items(v: &Value) -> Option<&[Value]> {
-    match v {
-        Value::List(x) | Value::Tuple(x) => Some(x),
-        _ => None,
-    }
-}
-
-fn string(v: &Value, what: &str) -> Result<String, Reject> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        other => Err(Reject::BadOp(format!(
-            "{what} must be a str, not {}",
-            kind_of(other)
-        ))),
-    }
-}
-
-fn number(v: &Value, what: &str) -> Result<f64, Reject> {
-    let x = match v {
-        Value::I64(i) => *i as f64,
-        Value::F64(f) => *f,
-        Value::Bool(b) => f64::from(u8::from(*b)),
-        Value::Int(i) => i.to_string().parse::<f64>().unwrap_or(f64::INFINITY),
-        other => {
-            return Err(Reject::BadValue(format!(
-                "{what} must be a number, not {}",
-                kind_of(other)
-            )))
+impl From<BatchError> for Reject {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::Code => Reject::Code,
+            BatchError::Decode(m) => Reject::Decode(m),
+            BatchError::NotAList(_) => Reject::BadOp(e.to_string()),
         }
-    };
-    if x.is_nan() {
-        return Err(Reject::BadValue(format!("{what} is NaN")));
     }
-    Ok(x)
+}
+
+impl From<OpError> for Reject {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::Shape(m) => Reject::BadOp(m),
+            OpError::Value(m) => Reject::BadValue(m),
+        }
+    }
 }
 
 /// A metric or label name by Prometheus's rules.
@@ -228,179 +79,150 @@ pub fn check_name(name: &str, label: bool) -> Result<(), Reject> {
     Ok(())
 }
 
-fn labels(v: &Value) -> Result<Labels, Reject> {
-    let Value::Dict(d) = v else {
-        return Err(Reject::BadOp(format!(
-            "labels must be a dict, not {}",
-            kind_of(v)
-        )));
-    };
-    let mut out = Labels::new();
-    for (k, val) in d {
-        let HashableValue::String(k) = k else {
-            return Err(Reject::BadOp("label names must be str".into()));
-        };
-        let val = match val {
-            Value::String(s) => s.clone(),
-            Value::I64(i) => i.to_string(),
-            Value::Bool(b) => if *b { "True" } else { "False" }.to_owned(),
-            other => {
-                return Err(Reject::BadOp(format!(
-                    "label {k:?}: a value must be a str, not {}",
-                    kind_of(other)
-                )))
-            }
-        };
-        if val.len() > MAX_LABEL_VALUE {
-            return Err(Reject::BadValue(format!(
-                "label {k:?}: value over {MAX_LABEL_VALUE} bytes"
-            )));
-        }
-        out.insert(k.clone(), val);
-    }
-    Ok(out)
-}
-
-fn declare(args: &[Value]) -> Result<Op, Reject> {
-    let [name, kind, help, labelnames, rest @ ..] = args else {
-        return Err(Reject::BadOp(
-            "declare takes (name, type, help, label_names, options)".into(),
-        ));
-    };
-    let name = string(name, "the metric name")?;
-    check_name(&name, false)?;
-    let kind = match string(kind, "the type")?.as_str() {
-        "counter" => Kind::Counter,
-        "gauge" => Kind::Gauge,
-        "histogram" => Kind::Histogram,
-        "summary" => Kind::Summary,
-        other => {
-            return Err(Reject::BadOp(format!(
-                "type {other:?}: give counter, gauge, histogram or summary"
-            )))
-        }
-    };
-    let help = string(help, "help")?;
+/// A declaration checked into the shape the store keeps.
+pub fn shape(
+    name: &str,
+    kind: MetricKind,
+    help: &str,
+    labels: &[Cow<'_, str>],
+    buckets: Option<Vec<f64>>,
+    mode: Option<GaugeMode>,
+) -> Result<Shape, Reject> {
+    check_name(name, false)?;
     if help.len() > MAX_HELP {
         return Err(Reject::BadValue(format!("help over {MAX_HELP} bytes")));
     }
-    let names = items(labelnames)
-        .ok_or_else(|| Reject::BadOp("label names must be a tuple or list of str".into()))?;
-    if names.len() > MAX_LABELS {
-        return Err(Reject::BadValue(format!("more than {MAX_LABELS} labels")));
-    }
-    let mut labels = Vec::with_capacity(names.len());
-    for n in names {
-        let n = string(n, "a label name")?;
-        check_name(&n, true)?;
-        if labels.contains(&n) {
+    let mut names: Vec<String> = Vec::with_capacity(labels.len());
+    for n in labels {
+        check_name(n, true)?;
+        if names.iter().any(|m| m == n) {
             return Err(Reject::BadName(format!("label {n:?} given twice")));
         }
-        labels.push(n);
+        names.push(n.to_string());
     }
-    let mut buckets = Vec::new();
-    let mut mode = Mode::LiveAll;
-    if let Some(Value::Dict(opts)) = rest.first() {
-        for (k, v) in opts {
-            match k {
-                HashableValue::String(k) if k == "buckets" && kind == Kind::Histogram => {
-                    let b = items(v)
-                        .ok_or_else(|| Reject::BadOp("buckets must be a list of numbers".into()))?;
-                    for x in b {
-                        buckets.push(number(x, "a bucket")?);
-                    }
-                }
-                HashableValue::String(k) if k == "mode" && kind == Kind::Gauge => {
-                    let m = string(v, "mode")?;
-                    mode = Mode::parse(&m).ok_or_else(|| {
-                        Reject::BadOp(format!(
-                            "mode {m:?}: give liveall, livesum, livemax, livemin, sum, max, min, mostrecent or all"
-                        ))
-                    })?;
-                }
-                other => {
-                    return Err(Reject::BadOp(format!(
-                        "option {other} does not apply to a {}",
-                        kind.name()
-                    )))
-                }
-            }
-        }
-    } else if let Some(v) = rest.first() {
-        if !matches!(v, Value::None) {
-            return Err(Reject::BadOp("options must be a dict".into()));
-        }
-    }
-    if kind == Kind::Histogram {
-        if buckets.is_empty() {
-            buckets = DEFAULT_BUCKETS.to_vec();
-        }
-        if buckets.last() == Some(&f64::INFINITY) {
-            buckets.pop();
-        }
-        if buckets.len() > MAX_BUCKETS
-            || buckets.windows(2).any(|w| w[0] >= w[1])
-            || buckets.iter().any(|b| !b.is_finite())
-        {
-            return Err(Reject::BadValue(format!(
-                "buckets must be finite, strictly increasing, at most {MAX_BUCKETS}"
-            )));
-        }
-    }
-    Ok(Op::Declare {
-        name,
-        shape: Shape {
-            kind,
-            help,
-            labels,
-            buckets,
-            mode,
-        },
+    let buckets = match kind {
+        MetricKind::Histogram => histogram_buckets(buckets)?,
+        _ => Vec::new(),
+    };
+    Ok(Shape {
+        kind,
+        help: help.to_owned(),
+        labels: names,
+        buckets,
+        mode: mode.unwrap_or_default(),
     })
 }
 
-/// One op tuple.
-pub fn parse(op: &Value) -> Result<Op, Reject> {
-    let t = items(op)
-        .ok_or_else(|| Reject::BadOp(format!("an op must be a tuple, not {}", kind_of(op))))?;
-    let Some((verb, args)) = t.split_first() else {
-        return Err(Reject::BadOp("an empty op".into()));
+/// Bucket bounds as prometheus_client's `Histogram._prepare_buckets` takes them: ascending, a
+/// trailing `+Inf` optional (it is always served), and at least one bound besides it (`[]`
+/// and `[+Inf]` are refused: "Must have at least two buckets"). `-Inf` is a bound like any.
+/// Two rules it does not have, for reasons: a bound given twice is refused, since it would
+/// write two samples with the same `le` (an invalid exposition); and NaN, which its sort
+/// check lets through only because NaN compares false, never reaches here (the decoder
+/// refuses a NaN number).
+fn histogram_buckets(given: Option<Vec<f64>>) -> Result<Vec<f64>, Reject> {
+    let Some(mut b) = given else {
+        return Ok(DEFAULT_BUCKETS.to_vec());
     };
-    let verb = string(verb, "the op")?;
-    if verb == "declare" {
-        return declare(args);
+    if b.last() == Some(&f64::INFINITY) {
+        b.pop();
     }
-    let [name, labels_v, amount] = args else {
-        return Err(Reject::BadOp(format!("{verb} takes (name, labels, value)")));
+    if b.is_empty() {
+        return Err(Reject::BadValue(
+            "buckets: give at least one bound besides +Inf (as prometheus_client: \"Must have \
+             at least two buckets\")"
+                .into(),
+        ));
+    }
+    if b.windows(2).any(|w| w[0] > w[1]) {
+        return Err(Reject::BadValue(format!(
+            "buckets {b:?} not in sorted order"
+        )));
+    }
+    if let Some(w) = b.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Reject::BadValue(format!(
+            "bucket {} given twice: each le must be unique",
+            w[0]
+        )));
+    }
+    if b.last() == Some(&f64::INFINITY) {
+        return Err(Reject::BadValue(
+            "bucket +Inf given twice: each le must be unique".into(),
+        ));
+    }
+    if b.len() > MAX_BUCKETS {
+        return Err(Reject::BadValue(format!(
+            "{} buckets: at most {MAX_BUCKETS}",
+            b.len()
+        )));
+    }
+    Ok(b)
+}
+
+/// The series key of an update: its label values in the family's label order.
+pub fn series_key(
+    verb: &str,
+    name: &str,
+    declared: &[String],
+    labels: &Labels<'_>,
+) -> Result<Vec<String>, Reject> {
+    let mismatch = || {
+        Reject::Labels(format!(
+            "{verb} {name:?}: labels must be exactly {declared:?}"
+        ))
     };
-    let name = string(name, "the metric name")?;
-    let labels = labels(labels_v)?;
-    let x = number(amount, "the value")?;
-    Ok(match verb.as_str() {
-        "inc" => Op::Inc {
-            name,
-            labels,
-            amount: x,
-        },
-        "dec" => Op::Dec {
-            name,
-            labels,
-            amount: x,
-        },
-        "set" => Op::Set {
-            name,
-            labels,
-            value: x,
-        },
-        "observe" => Op::Observe {
-            name,
-            labels,
-            value: x,
-        },
-        other => {
-            return Err(Reject::BadOp(format!(
-                "unknown op {other:?}: declare, inc, dec, set or observe"
-            )))
+    if labels.len() != declared.len() {
+        return Err(mismatch());
+    }
+    let mut key = Vec::with_capacity(declared.len());
+    for l in declared {
+        let (_, v) = labels.iter().find(|(k, _)| k == l).ok_or_else(mismatch)?;
+        if v.len() > MAX_LABEL_VALUE {
+            return Err(Reject::BadValue(format!(
+                "label {l:?}: value over {MAX_LABEL_VALUE} bytes"
+            )));
         }
-    })
+        key.push(v.to_string());
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buckets(b: &[f64]) -> Result<Vec<f64>, &'static str> {
+        histogram_buckets(Some(b.to_vec())).map_err(|e| e.label())
+    }
+
+    #[test]
+    fn buckets_follow_prometheus_client() {
+        let inf = f64::INFINITY;
+        assert_eq!(buckets(&[]), Err("bad_value"));
+        assert_eq!(buckets(&[inf]), Err("bad_value"));
+        assert_eq!(buckets(&[2.0, 1.0]), Err("bad_value"));
+        assert_eq!(buckets(&[1.0]), Ok(vec![1.0]));
+        assert_eq!(buckets(&[1.0, inf]), Ok(vec![1.0]));
+        assert_eq!(buckets(&[-inf, 0.0]), Ok(vec![-inf, 0.0]));
+        // Where we differ, for a valid exposition: no `le` twice.
+        assert_eq!(buckets(&[1.0, 1.0, 2.0]), Err("bad_value"));
+        assert_eq!(buckets(&[1.0, inf, inf]), Err("bad_value"));
+        assert_eq!(histogram_buckets(None).ok(), Some(DEFAULT_BUCKETS.to_vec()));
+        let many: Vec<f64> = (0..65).map(f64::from).collect();
+        assert_eq!(buckets(&many), Err("bad_value"));
+        assert!(buckets(&many[..64]).is_ok());
+    }
+
+    #[test]
+    fn names_follow_prometheus_and_keep_ours_apart() {
+        assert!(check_name("a:b_c1", false).is_ok());
+        assert!(check_name("1a", false).is_err());
+        assert!(check_name("mphub_x", false).is_err());
+        assert!(check_name("a:b", true).is_err());
+        assert!(check_name("__x", true).is_err());
+        assert_eq!(
+            check_name("le", true).map_err(|e| e.label()),
+            Err("reserved_label")
+        );
+    }
 }

@@ -3,7 +3,37 @@
 
 use std::fmt::Write;
 
-use super::{Data, Mode, Shape};
+use mphub_protocol::metrics::{GaugeMode, MetricKind};
+
+use super::{Data, Shape};
+
+const BUCKET: &str = "_bucket";
+const SUM: &str = "_sum";
+const COUNT: &str = "_count";
+
+/// Every suffix a family's samples add to its name, the empty one included. Counters are
+/// written under their name as declared (`jobs_total` stays `jobs_total`): nothing is added,
+/// and no `_created` sample is written.
+pub(super) const SUFFIXES: [&str; 4] = ["", BUCKET, SUM, COUNT];
+
+/// The suffixes the samples of a `kind` family add to its name.
+pub(super) fn suffixes(kind: MetricKind) -> &'static [&'static str] {
+    match kind {
+        MetricKind::Counter | MetricKind::Gauge => &[""],
+        MetricKind::Histogram => &[BUCKET, SUM, COUNT],
+        MetricKind::Summary => &[SUM, COUNT],
+    }
+}
+
+/// Every name family `name` of type `kind` writes: its `# TYPE` name and its sample names.
+pub(super) fn names(name: &str, kind: MetricKind) -> impl Iterator<Item = String> + '_ {
+    std::iter::once(name.to_owned()).chain(
+        suffixes(kind)
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(move |s| format!("{name}{s}")),
+    )
+}
 
 /// Go-style float text: `+Inf`, `-Inf`, `NaN`, else the shortest round-trip form.
 fn num(out: &mut String, x: f64) {
@@ -106,19 +136,19 @@ pub(super) fn family<'a>(
                     sample(
                         out,
                         name,
-                        "_bucket",
+                        BUCKET,
                         shape,
                         key,
                         &[("le", &bound)],
                         cumulative as f64,
                     );
                 }
-                sample(out, name, "_sum", shape, key, &[], *sum);
-                sample(out, name, "_count", shape, key, &[], *count as f64);
+                sample(out, name, SUM, shape, key, &[], *sum);
+                sample(out, name, COUNT, shape, key, &[], *count as f64);
             }
             Data::Summary(sum, count) => {
-                sample(out, name, "_sum", shape, key, &[], *sum);
-                sample(out, name, "_count", shape, key, &[], *count as f64);
+                sample(out, name, SUM, shape, key, &[], *sum);
+                sample(out, name, COUNT, shape, key, &[], *count as f64);
             }
             Data::Gauge(per) => gauge(out, name, shape, key, per),
         }
@@ -134,7 +164,7 @@ fn gauge(
 ) {
     let live = |v: &&(f64, u64, bool)| !shape.mode.is_live() || v.2;
     match shape.mode {
-        Mode::LiveAll | Mode::All => {
+        GaugeMode::LiveAll | GaugeMode::All => {
             let mut conns: Vec<(&u64, &(f64, u64, bool))> =
                 per.iter().filter(|(_, v)| live(v)).collect();
             conns.sort_by_key(|(c, _)| **c);
@@ -143,22 +173,24 @@ fn gauge(
                 sample(out, name, "", shape, key, &[("conn", &conn)], v.0);
             }
         }
-        Mode::LiveSum | Mode::Sum => {
+        GaugeMode::LiveSum | GaugeMode::Sum => {
             let x = per.values().filter(live).map(|v| v.0).sum();
             sample(out, name, "", shape, key, &[], x);
         }
-        Mode::LiveMax | Mode::Max => {
+        GaugeMode::LiveMax | GaugeMode::Max => {
             if let Some(x) = per.values().filter(live).map(|v| v.0).reduce(f64::max) {
                 sample(out, name, "", shape, key, &[], x);
             }
         }
-        Mode::LiveMin | Mode::Min => {
+        GaugeMode::LiveMin | GaugeMode::Min => {
             if let Some(x) = per.values().filter(live).map(|v| v.0).reduce(f64::min) {
                 sample(out, name, "", shape, key, &[], x);
             }
         }
-        Mode::MostRecent => {
-            if let Some(v) = per.values().max_by_key(|v| v.1) {
+        // A `livemostrecent` writer's value left with its connection: the latest of the
+        // remaining live ones shows, as prometheus_client's files of dead pids are removed.
+        GaugeMode::MostRecent | GaugeMode::LiveMostRecent => {
+            if let Some(v) = per.values().filter(live).max_by_key(|v| v.1) {
                 sample(out, name, "", shape, key, &[], v.0);
             }
         }

@@ -28,9 +28,6 @@ callbacks called outside it.
 
 Where features to come belong, so that both hubs get them at once:
 - TLS: the drivers' connection setup (`_connect`); nothing here changes;
-- a restricted unpickler (`payloads="data"`): the `loads` that `receive` hands to
-  `_dispatch.deliver`, which knows the subscriptions of a refused frame's topic (read from its
-  envelope, as the broker does) to count the refusal on, and reports it through `_on_bad`;
 - a frame size the broker announces: a second limit beside `max_frame` in `put`, warned
   about instead of refused.
 """
@@ -51,7 +48,14 @@ from ._connect import READ_SIZE
 from ._dispatch import Router, deliver
 from ._reconnect import ReconnectPlan
 from ._wire import FrameSplitter, ProtocolError, frame, header
-from .errors import AuthenticationError, BrokerError, BufferFullError, ConnectionClosed, MphubError
+from .errors import (
+    AuthenticationError,
+    BrokerError,
+    BufferFullError,
+    ConnectionClosed,
+    MphubError,
+    PayloadRefused,
+)
 from .metrics import HubMetrics
 
 log = logging.getLogger("mphub")
@@ -178,6 +182,7 @@ class Core(Generic[W]):
         ping_interval: float = 0.0,
         max_outstanding_pings: int = 2,
         kill: Optional[Callable[[], None]] = None,
+        loads: Callable[[Any], Any] = pickle.loads,
     ) -> None:
         self.address = address
         self.name = name
@@ -225,6 +230,7 @@ class Core(Generic[W]):
         self._heard = 0.0
         self._outstanding = 0
         self.dead: Optional[BaseException] = None  # why keepalive killed the connection
+        self._loads = loads  # pickle.loads, or a PayloadPolicy's restricted one
 
     # ------------------------------------------------------------------ the write buffer
 
@@ -437,7 +443,7 @@ class Core(Generic[W]):
             bodies = self._splitter.feed(data)
         except ProtocolError as e:
             return e
-        deliver(bodies, self.router, self._control, self._bad)
+        deliver(bodies, self.router, self._control, self._bad, self._loads)
         return None
 
     def _on_control(self, obj: Any) -> None:
@@ -462,6 +468,13 @@ class Core(Generic[W]):
         self._report(MphubError(f"unexpected frame from the broker: {obj!r:.200}"))
 
     def _on_bad(self, error: BaseException) -> None:
+        if isinstance(error, PayloadRefused):
+            # Counted on every subscription it was for, then reported once.
+            if error.topic is not None and error.topic[:1] != "$":
+                for sub in self.router.lookup(error.topic):
+                    sub._refuse()
+            self._report(error)
+            return
         self._report(MphubError(f"a message could not be unpickled: {error!r}"))
 
     # ------------------------------------------------------------------ the connection's life

@@ -86,14 +86,15 @@ def deliver(
     router: Router[Any],
     on_control: Callable[[Any], None],
     on_bad: Callable[[BaseException], None],
+    loads: Callable[[Any], Any] = pickle.loads,
 ) -> None:
-    """Unpickle each frame body and hand messages to their subscriptions, a batch per chunk.
+    """Unpickle each frame body (with `loads`: `pickle.loads`, or a payload policy's) and hand
+    messages to their subscriptions, a batch per chunk; a body that fails goes to `on_bad`.
 
     Messages for one subscription are gathered and pushed together (one queue operation and at
     most one wake-up per chunk). Batches are pushed before any control frame is handled, so a
     `$pong` is seen only after every message that came before it is queued.
     """
-    loads = pickle.loads
     cache = router._cache
     lookup = router.lookup
     batches: Dict[Any, List[Any]] = {}

@@ -16,6 +16,7 @@ from typing import Any, Callable, Generic, Optional, Sequence, Tuple
 from ._address import AddressLike, parse
 from ._connect import authkey_from_env
 from ._core import Core, Lock, W
+from ._policy import payload_policy
 from .metrics import Family, options
 
 log = logging.getLogger("mphub")
@@ -79,6 +80,8 @@ class HubBase(Generic[W]):
         name: Optional[str] = None,
         ping_interval: float = 20.0,
         max_outstanding_pings: int = 2,
+        payloads: str = "any",
+        allow_globals: Sequence[str] = (),
     ) -> None:
         """Every option of both hubs, keyword-only and optional:
 
@@ -106,6 +109,11 @@ class HubBase(Generic[W]):
                            connection counts as dead and is closed and reconnected as after
                            any loss (2): a broker that stops answering is noticed within
                            `ping_interval * (max_outstanding_pings + 1)`
+        payloads           "any" (plain pickle.loads) or "data": unpickle nothing that imports a
+                           global outside `allow_globals`; a refused message is counted in its
+                           subscription's `refused` and reported to `on_error` as
+                           `PayloadRefused` ("any")
+        allow_globals      `module.qualname` names a "data" payload may import (())
         """
         self.address = parse(address)
         self.max_pending = max_pending
@@ -119,6 +127,7 @@ class HubBase(Generic[W]):
         self._authkey = authkey_from_env(authkey)
         self._timeout = connect_timeout
         self._protocol = pickle_protocol
+        policy = payload_policy(payloads, allow_globals)
         self._core: Core[W] = Core(
             self._new_waiter,
             self._report,
@@ -138,6 +147,7 @@ class HubBase(Generic[W]):
             ping_interval=ping_interval,
             max_outstanding_pings=max_outstanding_pings,
             kill=self._kill,
+            loads=pickle.loads if policy is None else policy.loads,
         )
         self._setup()
 

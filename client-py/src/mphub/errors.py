@@ -47,6 +47,17 @@ class BrokerError(MphubError):
         self.request = request
 
 
+class PayloadRefused(MphubError):
+    """A message's pickle would import something its payload policy does not allow
+    (`payloads="data"`): it was not unpickled. `reason` says what (`payload refused: it imports
+    'os.system'`); `topic` is the topic it was published to, when it could be read."""
+
+    def __init__(self, reason: str, topic: Optional[str] = None) -> None:
+        super().__init__(reason if topic is None else f"{reason} (topic {topic!r})")
+        self.reason = reason
+        self.topic = topic
+
+
 class TimeoutError(MphubError, builtins.TimeoutError):
     """Nothing came in time; also a builtin `TimeoutError`, so either `except` catches it."""
 
@@ -65,6 +76,7 @@ __all__ = [
     "ConnectionClosed",
     "HandshakeTimeout",
     "MphubError",
+    "PayloadRefused",
     "SlowConsumerError",
     "SubscriptionClosed",
     "TimeoutError",

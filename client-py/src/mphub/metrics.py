@@ -23,7 +23,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _RESERVED = {"le", "quantile", "conn"}
-MODES = ("liveall", "livesum", "livemax", "livemin", "sum", "max", "min", "mostrecent", "all")
+_LIVE_MODES = ("liveall", "livesum", "livemax", "livemin", "livemostrecent")
+MODES = (*_LIVE_MODES, "sum", "max", "min", "mostrecent", "all")  # prometheus_client's ten
 Key = Tuple[str, Tuple[str, ...]]
 OpTuple = Tuple[Any, ...]
 

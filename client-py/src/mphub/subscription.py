@@ -46,7 +46,9 @@ class SubscriptionBase:
 
     At most `max_pending` messages wait in its queue; past that, new ones are dropped, counted
     in `dropped`, and reported: the next `next()` raises `SlowConsumerError` once with the
-    count, and the hub's `on_error` hears of it when dropping starts. A subscription with a
+    count, and the hub's `on_error` hears of it when dropping starts. Messages the hub's
+    payload policy refused (`payloads="data"`) are never delivered: counted in `refused`, each
+    reported to `on_error` as `PayloadRefused`. A subscription with a
     callback hands every message to it instead, and `next()` raises TypeError.
     """
 
@@ -66,6 +68,7 @@ class SubscriptionBase:
         self.group = group
         self.max_pending = max_pending
         self.dropped = 0
+        self.refused = 0
         self.delivered = 0
         self._link = link
         self._callback = callback
@@ -120,6 +123,10 @@ class SubscriptionBase:
         if not self._dropping:
             self._dropping = True
             self._link.report(SlowConsumerError(self, self.dropped))
+
+    def _refuse(self) -> None:
+        """A message for this subscription was refused by the hub's payload policy."""
+        self.refused += 1
 
     def _close(self) -> None:
         if not self._closed:

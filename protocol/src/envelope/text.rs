@@ -29,7 +29,10 @@ pub fn raw_unicode_escape(raw: &[u8]) -> Option<Cow<'_, str>> {
                 continue;
             }
         };
-        let hex = raw.get(i + 1..i + 1 + digits)?;
+        // Hex digits only: `from_str_radix` would also take a sign, which Python refuses.
+        let hex = raw
+            .get(i + 1..i + 1 + digits)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
         let code = u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
         out.push(char::from_u32(code)?);
         i += 1 + digits;
@@ -83,6 +86,11 @@ mod tests {
         assert_eq!(raw_unicode_escape(b"a\\").unwrap(), "a\\");
         assert!(raw_unicode_escape(b"\\u12").is_none());
         assert!(raw_unicode_escape(b"\\ud800").is_none());
+        // Python takes hex digits only (a sign is not one), and an even run of backslashes
+        // before `u` is no escape.
+        assert!(raw_unicode_escape(b"\\u+041").is_none());
+        assert_eq!(raw_unicode_escape(b"\\\\u0041").unwrap(), "\\\\u0041");
+        assert_eq!(raw_unicode_escape(b"\\\\\\u0041").unwrap(), "\\\\A");
     }
 
     #[test]

@@ -36,7 +36,8 @@ const PROBE: &[u8] = b"mphub key-ring duplicate probe";
 /// Built once (at startup or config reload) from the keys in configuration order; the index of
 /// a key is the index [`KeyRing::identify`] returns and
 /// [`Handshake::key_index`](super::Handshake::key_index) reports. Share it between connections
-/// behind an `Arc`. `Debug` shows how many keys it holds, never the keys.
+/// behind an `Arc`. Holds each key's keyed state for all five digests: about 1.6 KB per key
+/// (8 MB for 5,000 keys). `Debug` shows how many keys it holds, never the keys.
 pub struct KeyRing {
     /// The keys as configured, to answer the client's own challenge with the matched one.
     keys: Vec<Vec<u8>>,

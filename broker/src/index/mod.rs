@@ -1,15 +1,22 @@
 //! The subscription index: which connections want a topic.
 //!
-//! A token trie, as nats-server's sublist: literal children in a map, `*` and `>` in their own
-//! slots. Lookups go through a bounded match cache keyed by topic; any change to the trie clears
-//! it. Publishers on both cores share the cache without a global lock (it is sharded); the trie
-//! itself sits behind a read-write lock that only a cache miss or a (un)subscribe takes.
+//! A token trie, as nats-server's sublist (`trie.rs`): literal children in a map, `*` and `>`
+//! in their own slots. Lookups go through a bounded match cache keyed by topic; any change to
+//! the trie clears it. Publishers on both cores share the cache without a global lock (it is
+//! sharded); the trie itself sits behind a read-write lock that only a cache miss or a
+//! (un)subscribe takes.
 //!
 //! Queue groups are grouped by name across every matching pattern, as NATS does: a message goes
-//! to one member of each distinct group, chosen round-robin.
+//! to one member of each distinct group, chosen round-robin. The turn belongs to the group, not
+//! to a cached match: one counter per group name lives beside the trie for as long as the group
+//! has a member anywhere, and every cached match of that group shares it. So the group is
+//! shared fairly over everything published to it, whatever the topics (each topic its own cache
+//! entry) and however often the cache is rebuilt.
 //!
 //! Every change says whether a (pattern, group) gained its first subscriber or lost its last
 //! ([`InterestChange`]), so a bridge to other nodes can follow local interest.
+
+mod trie;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -18,6 +25,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use dashmap::DashMap;
 
 use crate::outbox::Outbox;
+use trie::{Map, Node, Sink};
 
 /// Most topics kept in the match cache; past it the cache starts over.
 pub const CACHE_LIMIT: usize = 16_384;
@@ -27,16 +35,17 @@ pub const CACHE_LIMIT: usize = 16_384;
 pub struct Group {
     pub name: Box<str>,
     pub members: Vec<Arc<Outbox>>,
-    next: AtomicUsize,
+    /// The group's turn, shared with every other match of the same group.
+    turn: Arc<AtomicUsize>,
 }
 
 impl Group {
-    /// The member to deliver the next message to (round-robin).
+    /// The member to deliver the next message to: round-robin over the group's turn.
     pub fn pick(&self) -> Option<&Arc<Outbox>> {
         if self.members.is_empty() {
             return None;
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.members.len();
+        let i = self.turn.fetch_add(1, Ordering::Relaxed) % self.members.len();
         self.members.get(i)
     }
 }
@@ -63,117 +72,62 @@ pub enum InterestChange {
         pattern: String,
         group: Option<String>,
     },
+    /// Connection `member` joined queue group `group` through `pattern` (told for every member,
+    /// not only the first: a bridge weighs a node's share of a group by its members).
+    Joined {
+        member: u64,
+        pattern: String,
+        group: String,
+    },
+    /// Connection `member` left queue group `group` on `pattern`.
+    Left {
+        member: u64,
+        pattern: String,
+        group: String,
+    },
 }
 
+/// A queue group's turn and how many memberships (pattern, connection) it has.
+#[derive(Debug)]
+struct Turn {
+    memberships: u64,
+    next: Arc<AtomicUsize>,
+}
+
+/// What the read-write lock guards: the trie and the groups' turns.
 #[derive(Debug, Default)]
-struct Node {
-    literal: HashMap<Box<str>, Node>,
-    star: Option<Box<Node>>,
-    gt: Option<Box<Node>>,
-    plain: HashMap<u64, Arc<Outbox>>,
-    groups: HashMap<Box<str>, HashMap<u64, Arc<Outbox>>>,
+struct Trie {
+    root: Node,
+    turns: Map<Box<str>, Turn>,
 }
 
-impl Node {
-    fn is_empty(&self) -> bool {
-        self.literal.is_empty()
-            && self.star.is_none()
-            && self.gt.is_none()
-            && self.plain.is_empty()
-            && self.groups.is_empty()
-    }
-
-    fn child_mut(&mut self, token: &str) -> &mut Node {
-        match token {
-            "*" => self.star.get_or_insert_with(Default::default),
-            ">" => self.gt.get_or_insert_with(Default::default),
-            t => self.literal.entry(t.into()).or_default(),
-        }
-    }
-
-    /// Removes a subscription below this node; returns (removed, node still holds the pattern).
-    fn remove(&mut self, tokens: &[&str], id: u64, group: Option<&str>) -> (bool, bool) {
-        let Some((first, rest)) = tokens.split_first() else {
-            let removed = match group {
-                None => self.plain.remove(&id).is_some(),
-                Some(g) => match self.groups.get_mut(g) {
-                    Some(members) => {
-                        let removed = members.remove(&id).is_some();
-                        if members.is_empty() {
-                            self.groups.remove(g);
-                        }
-                        removed
-                    }
-                    None => false,
-                },
-            };
-            let still = match group {
-                None => !self.plain.is_empty(),
-                Some(g) => self.groups.contains_key(g),
-            };
-            return (removed, still);
-        };
-        let (removed, still, prune) = {
-            let child = match *first {
-                "*" => self.star.as_deref_mut(),
-                ">" => self.gt.as_deref_mut(),
-                t => self.literal.get_mut(t),
-            };
-            let Some(child) = child else {
-                return (false, false);
-            };
-            let (removed, still) = child.remove(rest, id, group);
-            (removed, still, child.is_empty())
-        };
-        if prune {
-            match *first {
-                "*" => self.star = None,
-                ">" => self.gt = None,
-                t => {
-                    self.literal.remove(t);
-                }
-            }
-        }
-        (removed, still)
-    }
-
-    fn collect(&self, tokens: &[&str], out: &mut Collect) {
-        let Some((first, rest)) = tokens.split_first() else {
-            out.add(self);
-            return;
-        };
-        if let Some(gt) = &self.gt {
-            out.add(gt);
-        }
-        if let Some(star) = &self.star {
-            star.collect(rest, out);
-        }
-        if let Some(child) = self.literal.get(*first) {
-            child.collect(rest, out);
-        }
-    }
-}
-
+/// Gathers a topic's subscribers from the trie, each connection once.
 #[derive(Default)]
 struct Collect {
     plain: HashMap<u64, Arc<Outbox>>,
     groups: HashMap<Box<str>, HashMap<u64, Arc<Outbox>>>,
 }
 
-impl Collect {
-    fn add(&mut self, node: &Node) {
-        for (id, p) in &node.plain {
-            self.plain.entry(*id).or_insert_with(|| p.clone());
-        }
-        for (name, members) in &node.groups {
-            let g = self.groups.entry(name.clone()).or_default();
-            for (id, p) in members {
-                g.entry(*id).or_insert_with(|| p.clone());
-            }
+impl Sink for Collect {
+    fn plain(&mut self, subs: &[Arc<Outbox>]) {
+        for p in subs {
+            self.plain.entry(p.id).or_insert_with(|| p.clone());
         }
     }
 
-    fn finish(self) -> Matches {
+    fn group(&mut self, name: &str, members: &[Arc<Outbox>]) {
+        let g = match self.groups.get_mut(name) {
+            Some(g) => g,
+            None => self.groups.entry(name.into()).or_default(),
+        };
+        for p in members {
+            g.entry(p.id).or_insert_with(|| p.clone());
+        }
+    }
+}
+
+impl Collect {
+    fn finish(self, turns: &Map<Box<str>, Turn>) -> Matches {
         let mut plain: Vec<_> = self.plain.into_values().collect();
         plain.sort_by_key(|p| p.id);
         let mut groups: Vec<Group> = self
@@ -182,10 +136,12 @@ impl Collect {
             .map(|(name, m)| {
                 let mut members: Vec<_> = m.into_values().collect();
                 members.sort_by_key(|p| p.id);
+                // Every group with a member has a turn; a fresh one would only be unfair.
+                let turn = turns.get(&name).map(|t| t.next.clone()).unwrap_or_default();
                 Group {
                     name,
                     members,
-                    next: AtomicUsize::new(0),
+                    turn,
                 }
             })
             .collect();
@@ -201,7 +157,7 @@ pub type Follower = Box<dyn Fn(&InterestChange) + Send + Sync>;
 /// The index. Cheap to share: wrap it in an `Arc`.
 #[derive(Default)]
 pub struct Index {
-    trie: RwLock<Node>,
+    trie: RwLock<Trie>,
     follower: OnceLock<Follower>,
     cache: DashMap<Box<str>, Arc<Matches>>,
     subscriptions: AtomicU64,
@@ -253,46 +209,59 @@ impl Index {
     /// Subscribes `outbox`'s connection to `pattern` (a valid pattern), in queue group `group` if given.
     pub fn subscribe(&self, outbox: &Arc<Outbox>, pattern: &str, group: Option<&str>) -> Added {
         let mut trie = self.trie.write().unwrap_or_else(|p| p.into_inner());
-        let mut node = &mut *trie;
-        for token in pattern.split('.') {
-            node = node.child_mut(token);
-        }
-        let (first, new) = match group {
-            None => {
-                let first = node.plain.is_empty();
-                (
-                    first,
-                    node.plain.insert(outbox.id, outbox.clone()).is_none(),
-                )
-            }
-            Some(g) => {
-                let members = node.groups.entry(g.into()).or_default();
-                let first = members.is_empty();
-                (first, members.insert(outbox.id, outbox.clone()).is_none())
-            }
-        };
+        let (first, new) = trie.root.descend(pattern).add(outbox, group);
         if !new {
             return Added::Already;
+        }
+        if let Some(g) = group {
+            let turn = trie.turns.entry(g.into()).or_insert_with(|| Turn {
+                memberships: 0,
+                next: Arc::default(),
+            });
+            turn.memberships += 1;
         }
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
         // Under the write lock: no reader can insert a stale result after this.
         self.cache.clear();
-        Added::New(self.tell(first.then(|| InterestChange::Gained {
+        let change = self.tell(first.then(|| InterestChange::Gained {
             pattern: pattern.to_owned(),
             group: group.map(str::to_owned),
-        })))
+        }));
+        if let Some(g) = group {
+            self.tell(Some(InterestChange::Joined {
+                member: outbox.id,
+                pattern: pattern.to_owned(),
+                group: g.to_owned(),
+            }));
+        }
+        Added::New(change)
     }
 
     /// Removes one subscription.
     pub fn unsubscribe(&self, id: u64, pattern: &str, group: Option<&str>) -> Removed {
         let tokens: Vec<&str> = pattern.split('.').collect();
         let mut trie = self.trie.write().unwrap_or_else(|p| p.into_inner());
-        let (removed, still) = trie.remove(&tokens, id, group);
+        let (removed, still) = trie.root.remove(&tokens, id, group);
         if !removed {
             return Removed::NotHeld;
         }
+        if let Some(g) = group {
+            if let Some(turn) = trie.turns.get_mut(g) {
+                turn.memberships -= 1;
+                if turn.memberships == 0 {
+                    trie.turns.remove(g);
+                }
+            }
+        }
         self.subscriptions.fetch_sub(1, Ordering::Relaxed);
         self.cache.clear();
+        if let Some(g) = group {
+            self.tell(Some(InterestChange::Left {
+                member: id,
+                pattern: pattern.to_owned(),
+                group: g.to_owned(),
+            }));
+        }
         Removed::Removed(self.tell((!still).then(|| InterestChange::Lost {
             pattern: pattern.to_owned(),
             group: group.map(str::to_owned),
@@ -309,8 +278,8 @@ impl Index {
         let tokens: Vec<&str> = topic.split('.').collect();
         let trie = self.trie.read().unwrap_or_else(|p| p.into_inner());
         let mut c = Collect::default();
-        trie.collect(&tokens, &mut c);
-        let m = Arc::new(c.finish());
+        trie.root.collect(&tokens, &mut c);
+        let m = Arc::new(c.finish(&trie.turns));
         if self.cache.len() >= CACHE_LIMIT {
             self.cache.clear();
         }
@@ -393,7 +362,7 @@ mod tests {
     }
 
     #[test]
-    fn a_follower_hears_first_and_last_in_order() {
+    fn a_follower_hears_first_and_last_in_order_and_every_group_member() {
         let idx = Index::default();
         let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
         let h = heard.clone();
@@ -403,8 +372,24 @@ mod tests {
         idx.subscribe(&b, "x.>", Some("g"));
         idx.unsubscribe(1, "x.>", Some("g"));
         idx.unsubscribe(2, "x.>", Some("g"));
-        let group = Some("g".to_owned());
-        let pattern = "x.>".to_owned();
+        let (pattern, g) = ("x.>".to_owned(), "g".to_owned());
+        let member = |member, joined| {
+            let (pattern, group) = (pattern.clone(), g.clone());
+            if joined {
+                InterestChange::Joined {
+                    member,
+                    pattern,
+                    group,
+                }
+            } else {
+                InterestChange::Left {
+                    member,
+                    pattern,
+                    group,
+                }
+            }
+        };
+        let group = Some(g.clone());
         assert_eq!(
             *heard.lock().unwrap(),
             vec![
@@ -412,6 +397,10 @@ mod tests {
                     pattern: pattern.clone(),
                     group: group.clone()
                 },
+                member(1, true),
+                member(2, true),
+                member(1, false),
+                member(2, false),
                 InterestChange::Lost { pattern, group },
             ]
         );
@@ -440,5 +429,26 @@ mod tests {
         let w = m.groups.iter().find(|g| &*g.name == "w").unwrap();
         let picks: Vec<u64> = (0..4).map(|_| w.pick().unwrap().id).collect();
         assert_eq!(picks, vec![1, 2, 1, 2]);
+    }
+
+    #[test]
+    fn a_group_takes_turns_across_topics_and_cache_rebuilds() {
+        let idx = Index::default();
+        let (a, b, c, d) = (outbox(1), outbox(2), outbox(3), outbox(4));
+        for o in [&a, &b, &c] {
+            idx.subscribe(o, "jobs.*", Some("w"));
+        }
+        let mut got = [0; 3];
+        for i in 0..300 {
+            let m = idx.lookup(&format!("jobs.t{i}"));
+            got[m.groups[0].pick().unwrap().id as usize - 1] += 1;
+            // A change elsewhere empties the cache between publishes.
+            idx.subscribe(&d, &format!("other.{i}"), None);
+        }
+        assert_eq!(got, [100, 100, 100]);
+        for o in [&a, &b, &c] {
+            idx.unsubscribe(o.id, "jobs.*", Some("w"));
+        }
+        assert!(idx.trie.read().unwrap().turns.is_empty());
     }
 }

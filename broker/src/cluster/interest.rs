@@ -1,0 +1,353 @@
+//! Following local interest with NATS subscriptions, in order with what this node publishes.
+//!
+//! The index tells [`Interest::note`] of every change, under its lock, on the thread of the
+//! client that made it. A new NATS subscription is handed to the NATS client right there,
+//! before that client's `$ok` is queued: the NATS client writes commands in the order it is
+//! given them, so a subscription is on the wire ahead of anything published after its `$ok`, on
+//! any connection of this node (as a NATS client's SUB then PUB on one connection are ordered).
+//! When the NATS client takes no command now (disconnected, or its queue full because NATS
+//! stalls), the change is *parked*: the `$ok` is not held back, and [`super::outbound`] hands no
+//! further publish to NATS until the parked changes have gone ahead of it.
+//!
+//! What is subscribed:
+//! - A pattern with plain local subscribers: one NATS queue subscription in the node's own
+//!   queue (NATS merges a node's patterns by queue name, so the node gets each message once).
+//! - A queue group: one NATS queue subscription in queue `g` per local member and per pattern
+//!   of that member's that none of its other patterns covers. NATS picks among a group's
+//!   subscriptions evenly, so each member weighs one (not each node, nor each pattern it used).
+//!
+//! A subscription no longer wanted is *retired*, never dropped at once: [`super::inbound`] keeps
+//! taking what NATS had already sent it (see there).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_nats::Subscriber;
+use futures_util::FutureExt;
+use mphub_protocol::topic::covers;
+use prometheus::IntGauge;
+use tokio::sync::{mpsc, Notify};
+use tracing::{debug, warn};
+
+use super::subject::Naming;
+use crate::index::InterestChange;
+
+/// A pattern, and the queue group for a group membership.
+pub type Key = Arc<(String, Option<String>)>;
+
+/// What the inbound side is told about NATS subscriptions.
+#[derive(Debug)]
+pub enum Handoff {
+    /// A new NATS subscription, with the bridge's own id for it.
+    Add(u64, Key, Subscriber),
+    /// Retire subscription `id`: take what NATS already sent it, then let it go.
+    Retire(u64),
+}
+
+/// The node's interest as NATS should see it, and the NATS subscriptions that carry it.
+#[derive(Debug)]
+pub struct Interest {
+    client: async_nats::Client,
+    naming: Naming,
+    inbound: mpsc::UnboundedSender<Handoff>,
+    state: Mutex<State>,
+    /// Set while a change waits to be handed to NATS: publishes wait behind it.
+    parked: AtomicBool,
+    /// Wakes the task that retries parked changes (`outbound::run`).
+    wake: Notify,
+    live: IntGauge,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    next_id: u64,
+    slots: HashMap<Key, Slot>,
+    /// Each group member's patterns, by (group, member).
+    members: HashMap<(String, u64), Vec<String>>,
+    /// Keys whose subscriptions could not all be made, oldest first.
+    parked: Vec<Key>,
+    parked_set: HashSet<Key>,
+    live: usize,
+}
+
+/// One key's wanted NATS subscriptions and the live ones.
+#[derive(Debug, Default)]
+struct Slot {
+    want: usize,
+    live: Vec<u64>,
+}
+
+/// Whether a change reached the NATS client.
+enum Handed {
+    Yes,
+    /// The NATS client takes no command now.
+    Parked,
+}
+
+impl Interest {
+    /// Follows interest through `client`, telling `inbound` of every subscription made or
+    /// retired; `live` is the gauge of NATS subscriptions held.
+    pub fn new(
+        client: async_nats::Client,
+        naming: Naming,
+        inbound: mpsc::UnboundedSender<Handoff>,
+        live: IntGauge,
+    ) -> Self {
+        Interest {
+            client,
+            naming,
+            inbound,
+            state: Mutex::default(),
+            parked: AtomicBool::new(false),
+            wake: Notify::new(),
+            live,
+        }
+    }
+
+    /// Takes one change (called by the index under its lock: it never waits on NATS).
+    pub fn note(&self, change: &InterestChange) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let touched = match change {
+            InterestChange::Gained {
+                pattern,
+                group: None,
+            } => st.want(key(pattern, None), 1),
+            InterestChange::Lost {
+                pattern,
+                group: None,
+            } => st.want(key(pattern, None), 0),
+            // A group's interest is weighed member by member (below).
+            InterestChange::Gained { .. } | InterestChange::Lost { .. } => Vec::new(),
+            InterestChange::Joined {
+                member,
+                pattern,
+                group,
+            } => st.member(group, *member, pattern, true),
+            InterestChange::Left {
+                member,
+                pattern,
+                group,
+            } => st.member(group, *member, pattern, false),
+        };
+        for k in touched {
+            if let Handed::Parked = self.reconcile(&mut st, &k) {
+                if st.parked_set.insert(k.clone()) {
+                    st.parked.push(k);
+                }
+            }
+        }
+        let parked = !st.parked.is_empty();
+        self.parked.store(parked, Ordering::Release);
+        self.live.set(st.live as i64);
+        drop(st);
+        if parked {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Completes when a change was parked (cancel safe: a wake-up not awaited is kept).
+    pub async fn parked_now(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Whether a change waits to be handed to NATS.
+    pub fn is_parked(&self) -> bool {
+        self.parked.load(Ordering::Acquire)
+    }
+
+    /// Tries the parked changes again, oldest first; true while some still wait.
+    pub fn retry_parked(&self) -> bool {
+        if !self.is_parked() {
+            return false;
+        }
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let parked = std::mem::take(&mut st.parked);
+        let mut left = Vec::new();
+        for k in parked {
+            if !left.is_empty() {
+                left.push(k);
+                continue;
+            }
+            match self.reconcile(&mut st, &k) {
+                Handed::Yes => {
+                    st.parked_set.remove(&k);
+                }
+                Handed::Parked => left.push(k),
+            }
+        }
+        st.parked = left;
+        let still = !st.parked.is_empty();
+        self.parked.store(still, Ordering::Release);
+        self.live.set(st.live as i64);
+        still
+    }
+
+    /// NATS subscriptions held for local interest now.
+    pub fn live(&self) -> usize {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).live
+    }
+
+    /// Brings `k`'s live NATS subscriptions to the number wanted.
+    fn reconcile(&self, st: &mut State, k: &Key) -> Handed {
+        let Some(slot) = st.slots.get_mut(k) else {
+            return Handed::Yes;
+        };
+        while slot.live.len() > slot.want {
+            if let Some(id) = slot.live.pop() {
+                st.live -= 1;
+                let _ = self.inbound.send(Handoff::Retire(id));
+                debug!(pattern = %k.0, group = ?k.1, "cluster: retiring a NATS subscription");
+            }
+        }
+        while slot.live.len() < slot.want {
+            let subject = self.naming.subject(&k.0);
+            let queue = self.naming.queue(k.1.as_deref()).to_owned();
+            // Polled once: the NATS client's command queue takes it now, or the change is
+            // parked. Unconstrained, so that tokio's cooperative budget of the calling task
+            // never makes a queue with room look full. A future dropped unfinished sends nothing
+            // (tokio's `Sender::send` is cancel safe).
+            let made = tokio::task::unconstrained(self.client.queue_subscribe(subject, queue))
+                .now_or_never();
+            match made {
+                None => return Handed::Parked,
+                Some(Ok(sub)) => {
+                    st.next_id += 1;
+                    slot.live.push(st.next_id);
+                    st.live += 1;
+                    let _ = self.inbound.send(Handoff::Add(st.next_id, k.clone(), sub));
+                    debug!(pattern = %k.0, group = ?k.1, "cluster: subscribed in NATS");
+                }
+                Some(Err(e)) => {
+                    // Not worth retrying: the subject was refused, or the client is gone.
+                    warn!(
+                        pattern = %k.0,
+                        group = ?k.1,
+                        error = %e,
+                        "cluster: cannot subscribe in NATS; other nodes' messages for it will \
+                         not arrive"
+                    );
+                    slot.want = slot.live.len();
+                }
+            }
+        }
+        if slot.want == 0 && slot.live.is_empty() {
+            st.slots.remove(k);
+        }
+        Handed::Yes
+    }
+}
+
+fn key(pattern: &str, group: Option<&str>) -> Key {
+    Arc::new((pattern.to_owned(), group.map(str::to_owned)))
+}
+
+impl State {
+    /// Sets how many NATS subscriptions `k` wants; the keys to reconcile.
+    fn want(&mut self, k: Key, want: usize) -> Vec<Key> {
+        self.slots.entry(k.clone()).or_default().want = want;
+        vec![k]
+    }
+
+    /// A member joined or left `group` on `pattern`: the keys whose weight changed.
+    fn member(&mut self, group: &str, member: u64, pattern: &str, joined: bool) -> Vec<Key> {
+        let id = (group.to_owned(), member);
+        let patterns = self.members.entry(id.clone()).or_default();
+        let before = uncovered(patterns);
+        if joined {
+            if !patterns.iter().any(|p| p == pattern) {
+                patterns.push(pattern.to_owned());
+            }
+        } else {
+            patterns.retain(|p| p != pattern);
+        }
+        let after = uncovered(patterns);
+        if patterns.is_empty() {
+            self.members.remove(&id);
+        }
+        let mut touched = Vec::new();
+        for (p, delta) in before
+            .iter()
+            .filter(|p| !after.contains(p))
+            .map(|p| (p, -1isize))
+            .chain(
+                after
+                    .iter()
+                    .filter(|p| !before.contains(p))
+                    .map(|p| (p, 1isize)),
+            )
+        {
+            let k = key(p, Some(group));
+            let slot = self.slots.entry(k.clone()).or_default();
+            slot.want = slot.want.saturating_add_signed(delta);
+            touched.push(k);
+        }
+        touched
+    }
+}
+
+/// The patterns none of the others covers: a member's NATS subscriptions in its group. (Two
+/// equal patterns never occur: a connection holds a subscription once.)
+fn uncovered(patterns: &[String]) -> Vec<String> {
+    patterns
+        .iter()
+        .filter(|p| !patterns.iter().any(|q| q != *p && covers(q, p)))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weights(st: &State) -> Vec<(String, String, usize)> {
+        let mut w: Vec<_> = st
+            .slots
+            .iter()
+            .filter(|(_, s)| s.want > 0)
+            .map(|(k, s)| (k.0.clone(), k.1.clone().unwrap_or_default(), s.want))
+            .collect();
+        w.sort();
+        w
+    }
+
+    #[test]
+    fn a_member_weighs_one_whatever_patterns_it_nests() {
+        let mut st = State::default();
+        for p in ["jobs.x", "jobs.*", "jobs.>"] {
+            st.member("g", 1, p, true);
+        }
+        st.member("g", 2, "jobs.*", true);
+        assert_eq!(
+            weights(&st),
+            vec![
+                ("jobs.*".into(), "g".into(), 1),
+                ("jobs.>".into(), "g".into(), 1)
+            ]
+        );
+        // Leaving the covering pattern uncovers the one below it.
+        st.member("g", 1, "jobs.>", false);
+        assert_eq!(weights(&st), vec![("jobs.*".into(), "g".into(), 2)]);
+        st.member("g", 1, "jobs.*", false);
+        st.member("g", 1, "jobs.x", false);
+        st.member("g", 2, "jobs.*", false);
+        assert_eq!(weights(&st), vec![]);
+        assert!(st.members.is_empty());
+    }
+
+    #[test]
+    fn members_of_different_groups_and_disjoint_patterns_count_apart() {
+        let mut st = State::default();
+        st.member("g", 1, "a.*", true);
+        st.member("g", 1, "b.*", true);
+        st.member("h", 1, "a.*", true);
+        assert_eq!(
+            weights(&st),
+            vec![
+                ("a.*".into(), "g".into(), 1),
+                ("a.*".into(), "h".into(), 1),
+                ("b.*".into(), "g".into(), 1)
+            ]
+        );
+    }
+}
