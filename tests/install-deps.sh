@@ -2,7 +2,8 @@
 # Installs what the tests run that a fresh machine may lack, and nothing when it is all there
 # (`make check` runs this first; pip packages go into .venv/ through tests/requirements.txt):
 #   prometheus (promtool), systemd (systemd-analyze)  deploy/check.sh validates deploy/
-#   nats-server, openssl                              the cluster tests, over TLS too
+#   nats-server, openssl                              the cluster tests, over TLS too; TLS listeners
+#   socat, stunnel4                                   stock clients through a TLS tunnel (docs/tls.md)
 #   chromium                                          the status page, tested in a real browser
 #   python3-venv                                      .venv/ where python3 lacks ensurepip (Debian)
 #   rustfmt, clippy (rustup components)               make fmt, make clippy
@@ -18,6 +19,8 @@ need promtool prometheus
 need systemd-analyze systemd
 need nats-server nats-server
 need openssl openssl
+need socat socat
+need stunnel4 stunnel4
 need chromium chromium
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 

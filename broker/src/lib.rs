@@ -5,6 +5,8 @@
 //! list, and `docs/architecture.md` draws the data path):
 //! - [`config`]: every setting declared once; defaults, the TOML file, flags; protected mode.
 //! - [`shutdown`]: the three shutdown phases.
+//! - [`tls`]: the TLS handshake of `tls://` listeners, its failure kinds, a TLS stream's halves
+//!   (the certificates themselves are configuration: `config::ServerTls`).
 //! - [`prom`]: registering Prometheus metrics.
 //! - [`outbox`]: a connection's outbound queue as publishers see it; the slow-consumer policy.
 //! - [`index`]: the subscription trie, queue groups, the match cache.
@@ -39,6 +41,7 @@ pub mod reload;
 pub mod route;
 pub mod server;
 pub mod shutdown;
+pub mod tls;
 pub mod topics;
 pub mod worker_metrics;
 pub mod writer;

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub messages_refused: IntCounterVec,
     /// Config reloads (SIGHUP), by result.
     pub config_reloads: IntCounterVec,
+    /// TLS handshakes on `tls://` listeners that failed, by kind (`tls::Failure::kind`).
+    pub tls_failures: IntCounterVec,
 }
 
 /// Bucket bounds for the per-connection outbound depth, in bytes.
@@ -228,6 +230,13 @@ impl Metrics {
                 "Config reloads (SIGHUP), by result (ok, error).",
                 "result",
             ),
+            tls_failures: counter_vec(
+                &r,
+                "mphub_tls_failures_total",
+                "TLS handshakes on tls:// listeners that failed, by kind (not_tls, timeout, \
+                 handshake, no_client_cert, bad_client_cert, server_cert_rejected).",
+                "kind",
+            ),
             registry: r,
         };
         #[cfg(target_os = "linux")]
@@ -259,6 +268,9 @@ impl Metrics {
         }
         for result in ["ok", "error"] {
             m.config_reloads.with_label_values(&[result]);
+        }
+        for kind in crate::tls::Failure::KINDS {
+            m.tls_failures.with_label_values(&[kind]);
         }
         m
     }

@@ -1,5 +1,5 @@
-//! Listeners and streams of every kind the broker serves: TCP (v4, v6) and Unix sockets
-//! (paths and Linux abstract names), behind one type each.
+//! Listeners and streams of every kind the broker serves: TCP (v4, v6), Unix sockets (paths
+//! and Linux abstract names) and TLS over TCP (`tls.rs` does the TLS), behind one type each.
 //!
 //! Binding is where a broker meets the rest of the machine, so the rules live here: the listen
 //! backlog is sized for a burst of `max_connections` connects ([`Backlog`]); a Unix socket path
@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{tcp, unix, TcpListener, UnixListener};
 
 use crate::config::ListenAddr;
+use crate::tls;
 
 /// Where Linux publishes the cap it puts on every listen backlog.
 const SOMAXCONN: &str = "/proc/sys/net/core/somaxconn";
@@ -81,6 +82,8 @@ pub enum Listener {
         file: Option<SocketFile>,
         listener: UnixListener,
     },
+    /// A TCP listener whose connections start with a TLS handshake (`tls::accept`).
+    Tls(TcpListener),
 }
 
 /// Binds `addr` and listens with `backlog`; returns the listener and the address it really
@@ -92,14 +95,14 @@ pub enum Listener {
 pub fn bind(addr: &ListenAddr, backlog: Backlog) -> io::Result<(Listener, ListenAddr)> {
     match addr {
         ListenAddr::Tcp(a) => {
-            let sock = Socket::new(Domain::for_address(*a), Type::STREAM, None)?;
-            // As tokio and every server do: a restarted broker can bind while connections of
-            // the previous one linger in TIME_WAIT. (Two listeners on one port still fail.)
-            sock.set_reuse_address(true)?;
-            let sock = listen(sock, &SockAddr::from(*a), backlog)?;
-            let l = TcpListener::from_std(sock.into())?;
+            let l = bind_tcp(*a, backlog)?;
             let local = l.local_addr()?;
             Ok((Listener::Tcp(l), ListenAddr::Tcp(local)))
+        }
+        ListenAddr::Tls(a) => {
+            let l = bind_tcp(*a, backlog)?;
+            let local = l.local_addr()?;
+            Ok((Listener::Tls(l), ListenAddr::Tls(local)))
         }
         ListenAddr::Unix(path) => {
             clear_stale_socket(path)?;
@@ -126,6 +129,15 @@ pub fn bind(addr: &ListenAddr, backlog: Backlog) -> io::Result<(Listener, Listen
             ))
         }
     }
+}
+
+fn bind_tcp(a: std::net::SocketAddr, backlog: Backlog) -> io::Result<TcpListener> {
+    let sock = Socket::new(Domain::for_address(a), Type::STREAM, None)?;
+    // As tokio and every server do: a restarted broker can bind while connections of the
+    // previous one linger in TIME_WAIT. (Two listeners on one port still fail.)
+    sock.set_reuse_address(true)?;
+    let sock = listen(sock, &SockAddr::from(a), backlog)?;
+    TcpListener::from_std(sock.into())
 }
 
 fn listen(sock: Socket, addr: &SockAddr, backlog: Backlog) -> io::Result<Socket> {
@@ -199,12 +211,18 @@ impl Drop for SocketFile {
 }
 
 impl Listener {
-    /// Accepts one connection: the stream and a printable peer address.
+    /// True when accepted streams must go through `tls::accept` before anything else.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Listener::Tls(_))
+    }
+
+    /// Accepts one connection: the stream and a printable peer address. (On a TLS listener,
+    /// the TCP stream, before the TLS handshake.)
     ///
     /// Cancel safety: cancel safe (tokio's `accept` is).
     pub async fn accept(&self) -> io::Result<(Stream, String)> {
         match self {
-            Listener::Tcp(l) => {
+            Listener::Tcp(l) | Listener::Tls(l) => {
                 let (s, peer) = l.accept().await?;
                 s.set_nodelay(true)?;
                 Ok((Stream::Tcp(s), peer.to_string()))
@@ -222,6 +240,8 @@ impl Listener {
 pub enum Stream {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
+    /// TLS over TCP, after the TLS handshake.
+    Tls(Box<tls::TlsStream>),
 }
 
 impl Stream {
@@ -251,6 +271,10 @@ impl Stream {
                 let (r, w) = s.into_split();
                 (ReadHalf::Unix(r), WriteHalf::Unix(w))
             }
+            Stream::Tls(s) => {
+                let (r, w) = tls::split(*s);
+                (ReadHalf::Tls(r), WriteHalf::Tls(w))
+            }
         }
     }
 }
@@ -260,6 +284,7 @@ impl Stream {
 pub enum ReadHalf {
     Tcp(tcp::OwnedReadHalf),
     Unix(unix::OwnedReadHalf),
+    Tls(tls::ReadHalf),
 }
 
 /// The writing half of a [`Stream`].
@@ -267,15 +292,20 @@ pub enum ReadHalf {
 pub enum WriteHalf {
     Tcp(tcp::OwnedWriteHalf),
     Unix(unix::OwnedWriteHalf),
+    Tls(tls::WriteHalf),
 }
 
 impl ReadHalf {
     /// Asks the kernel to acknowledge what it received at once. Stock Python clients leave
     /// Nagle on: without a quick ACK their next small send can wait for our delayed ACK.
     pub fn quickack(&self) {
-        if let ReadHalf::Tcp(r) = self {
-            let sock = socket2::SockRef::from(r.as_ref());
-            let _ = sock.set_quickack(true);
+        match self {
+            ReadHalf::Tcp(r) => {
+                let sock = socket2::SockRef::from(r.as_ref());
+                let _ = sock.set_quickack(true);
+            }
+            ReadHalf::Tls(r) => r.quickack(),
+            ReadHalf::Unix(_) => {}
         }
     }
 }
@@ -289,6 +319,7 @@ impl AsyncRead for ReadHalf {
         match self.get_mut() {
             ReadHalf::Tcp(r) => Pin::new(r).poll_read(cx, buf),
             ReadHalf::Unix(r) => Pin::new(r).poll_read(cx, buf),
+            ReadHalf::Tls(r) => Pin::new(r).poll_read(cx, buf),
         }
     }
 }
@@ -345,6 +376,7 @@ impl AsyncWrite for WriteHalf {
         match self.get_mut() {
             WriteHalf::Tcp(w) => Pin::new(w).poll_write(cx, buf),
             WriteHalf::Unix(w) => Pin::new(w).poll_write(cx, buf),
+            WriteHalf::Tls(w) => Pin::new(w).poll_write(cx, buf),
         }
     }
     fn poll_write_vectored(
@@ -355,6 +387,7 @@ impl AsyncWrite for WriteHalf {
         match self.get_mut() {
             WriteHalf::Tcp(w) => Pin::new(w).poll_write_vectored(cx, bufs),
             WriteHalf::Unix(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            WriteHalf::Tls(w) => Pin::new(w).poll_write_vectored(cx, bufs),
         }
     }
     fn is_write_vectored(&self) -> bool {
@@ -364,12 +397,14 @@ impl AsyncWrite for WriteHalf {
         match self.get_mut() {
             WriteHalf::Tcp(w) => Pin::new(w).poll_flush(cx),
             WriteHalf::Unix(w) => Pin::new(w).poll_flush(cx),
+            WriteHalf::Tls(w) => Pin::new(w).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             WriteHalf::Tcp(w) => Pin::new(w).poll_shutdown(cx),
             WriteHalf::Unix(w) => Pin::new(w).poll_shutdown(cx),
+            WriteHalf::Tls(w) => Pin::new(w).poll_shutdown(cx),
         }
     }
 }

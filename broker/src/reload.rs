@@ -1,9 +1,9 @@
 //! What a reload (SIGHUP) may change while the broker runs, and what needs a restart.
 //!
-//! Live: users, keys, permissions, payload policies, limits (frame size, outbound limit and
-//! policy, connections, subscriptions, timeouts) and the log level. Connections apply a new
-//! configuration to their next frame; a connection whose user was removed or whose key changed
-//! is closed. Not live: the listeners, the HTTP address and the cluster, which sockets and
+//! Live: users, keys, permissions, payload policies, TLS certificates (read again; new
+//! connections get them), limits (frame size, outbound limit and policy, connections,
+//! subscriptions, timeouts) and the log level. Connections apply a new configuration to their
+//! next frame; a connection whose user was removed or whose key changed is closed. Not live: the listeners, the HTTP address and the cluster, which sockets and
 //! the NATS connection were made from; a reload keeps them as they are and says they need a
 //! restart.
 
@@ -25,6 +25,11 @@ pub fn merge(old: &Config, mut new: Config) -> Outcome {
     if o.listen != n.listen {
         needs_restart.push("listen");
         n.listen.clone_from(&o.listen);
+        // The new file may have dropped its tls:// listener with its certificate; the kept
+        // listener keeps the certificate it has.
+        if new.tls.is_none() {
+            new.tls.clone_from(&old.tls);
+        }
     }
     if o.metrics != n.metrics {
         needs_restart.push("metrics");

@@ -86,8 +86,9 @@ pub async fn accept_loop(ctx: Arc<Context>, listener: Listener, ids: Arc<Ids>, t
         metrics.connections_total.inc();
         let id = ids.next.fetch_add(1, Ordering::Relaxed);
         let ctx = ctx.clone();
+        let tls = listener.is_tls();
         tasks.spawn(async move {
-            connection::serve(ctx, stream, peer, id).await;
+            connection::serve(ctx, stream, peer, id, tls).await;
             drop(slot);
         });
     }

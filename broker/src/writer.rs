@@ -217,5 +217,7 @@ async fn write_all(
             }
         }
     }
-    Ok(())
+    // A TLS stream may keep encrypted records it could not write yet (the socket was full):
+    // a flush sends them before the writer waits for more. (A no-op for plain sockets.)
+    w.flush().await
 }

@@ -2,6 +2,7 @@
 //! generator (raw pre-encoded frames) measured in the same run.
 //!
 //!     cargo bench -p mphub-client --bench throughput [-- --quick] [--runs N]
+//!     cargo bench -p mphub-client --features tls --bench throughput -- --tls [--runs N]
 //!
 //! Runs `target/release/mphub` (or `$MPHUB_BIN`) on loopback without an authkey. Payload: a
 //! tuple of an int and a 48-character string (frames of about 80 bytes). Every figure is the
@@ -11,6 +12,12 @@
 //! - receive: one `Subscription` takes N messages that 8 raw connections publish; messages/s.
 //! - baseline: the same 1 -> 1 delivery with raw pre-encoded frames on both ends (the load
 //!   generator's method), so the client's own cost shows as the gap.
+//!
+//! `--tls` (feature `tls`) measures TLS against plain TCP instead: one broker with a plain and
+//! a `tls://` listener (a certificate made by `openssl` for the run), one publishing `Client`
+//! and 10 subscribing `Client`s, all over plain TCP or all over TLS; delivered messages/s
+//! (10 per publish) until every subscriber has them all. Plain and TLS runs alternate, so both
+//! see the same machine; the figure is the median of each and their ratio.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,16 +33,27 @@ use tokio::net::TcpStream;
 
 struct Broker {
     child: Child,
+    /// The first listener's address.
     addr: String,
+    /// Every listener's address, in the order of the flags (read by `--tls`).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    addrs: Vec<String>,
 }
 
 impl Broker {
     fn start() -> Broker {
+        Broker::start_with(&["--listen", "127.0.0.1:0"])
+    }
+
+    /// A broker with these flags (at least one `--listen`).
+    fn start_with(flags: &[&str]) -> Broker {
+        let listeners = flags.iter().filter(|f| **f == "--listen").count();
         let bin = std::env::var("MPHUB_BIN").unwrap_or_else(|_| {
             concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/mphub").to_string()
         });
         let mut child = Command::new(&bin)
-            .args(["--listen", "127.0.0.1:0", "--outbound-limit", "2GiB"])
+            .args(flags)
+            .args(["--outbound-limit", "2GiB"])
             .args(["--metrics", "off", "--log-level", "warn,mphub_broker=info"])
             .env_remove("MPHUB_AUTHKEY")
             .stderr(Stdio::piped())
@@ -44,14 +62,19 @@ impl Broker {
                 panic!("cannot run {bin}: {e} (cargo build --release -p mphub-broker)")
             });
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
+        let mut addrs = Vec::new();
+        while addrs.len() < listeners {
             let line = lines.next().expect("mphub exited").unwrap();
             if let Some(rest) = line.split("mphub listening on ").nth(1) {
-                break rest.trim().to_string();
+                addrs.push(rest.trim().to_string());
             }
-        };
+        }
         std::thread::spawn(move || for _ in lines {});
-        Broker { child, addr }
+        Broker {
+            child,
+            addr: addrs[0].clone(),
+            addrs,
+        }
     }
 }
 
@@ -189,6 +212,9 @@ fn main() {
         .unwrap_or(3);
     let n: u64 = if quick { 200_000 } else { 1_000_000 };
     let rt = tokio::runtime::Runtime::new().unwrap();
+    if args.iter().any(|a| a == "--tls") {
+        return tls::compare(&rt, runs, n / 5);
+    }
     let broker = Broker::start();
     let (mut p1, mut p8, mut rx, mut base) = (vec![], vec![], vec![], vec![]);
     rt.block_on(async {
@@ -205,4 +231,149 @@ fn main() {
     let r = show("receive, one Subscription (8 raw publishers)", rx);
     let b = show("baseline: the same with a raw subscriber", base);
     println!("receive / baseline: {:.2}", r / b);
+}
+
+#[cfg(not(feature = "tls"))]
+mod tls {
+    pub fn compare(_: &tokio::runtime::Runtime, _: usize, _: u64) {
+        eprintln!("--tls needs the feature: cargo bench -p mphub-client --features tls --bench throughput -- --tls");
+        std::process::exit(2);
+    }
+}
+
+#[cfg(feature = "tls")]
+mod tls {
+    //! Delivered messages/s, 1 publisher to 10 subscribers, over TLS against plain TCP.
+
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use mphub_client::rustls::pki_types::pem::PemObject;
+    use mphub_client::rustls::pki_types::CertificateDer;
+    use mphub_client::rustls::{ClientConfig, RootCertStore};
+    use mphub_client::{Client, ConnectOptions};
+
+    use super::{median, Broker, PAYLOAD};
+
+    const FANOUT: usize = 10;
+
+    /// A CA and a certificate for 127.0.0.1, made with openssl in a fresh directory.
+    fn certificates() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("mphub-bench-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sh = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+                  -keyout ca.key -out ca.pem -days 1 -subj /CN=ca && \
+                  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+                  -keyout server.key -out server.csr -subj /CN=localhost && \
+                  printf 'subjectAltName=IP:127.0.0.1' > server.ext && \
+                  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -set_serial 1 \
+                  -days 1 -extfile server.ext -out server.pem";
+        let ok = Command::new("sh")
+            .args(["-c", sh])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            ok.status.success(),
+            "openssl: {}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        dir
+    }
+
+    fn client_config(dir: &Path) -> Arc<ClientConfig> {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(dir.join("ca.pem")).unwrap())
+            .unwrap();
+        Arc::new(
+            ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }
+
+    /// Delivered messages/s: `n` publishes, each to `FANOUT` subscribers.
+    async fn fanout_rate(addr: &str, opts: ConnectOptions, n: u64) -> f64 {
+        let opts = opts.max_pending(n as usize + 1);
+        let mut done = Vec::new();
+        let mut subs = Vec::new();
+        for _ in 0..FANOUT {
+            let c = Client::connect(addr, opts.clone()).await.unwrap();
+            let mut sub = c.subscribe("bench.fan").await.unwrap();
+            c.flush().await.unwrap();
+            done.push(tokio::spawn(async move {
+                for _ in 0..n {
+                    sub.next().await.unwrap();
+                }
+            }));
+            subs.push(c);
+        }
+        let publisher = Client::connect(addr, opts).await.unwrap();
+        let t = Instant::now();
+        for i in 0..n {
+            publisher.publish("bench.fan", &(i, PAYLOAD)).await.unwrap();
+        }
+        publisher.flush().await.unwrap();
+        for d in done {
+            d.await.unwrap();
+        }
+        let rate = (n as usize * FANOUT) as f64 / t.elapsed().as_secs_f64();
+        publisher.close().await.unwrap();
+        for c in subs {
+            c.close().await.unwrap();
+        }
+        rate
+    }
+
+    pub fn compare(rt: &tokio::runtime::Runtime, runs: usize, n: u64) {
+        let dir = certificates();
+        let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        let broker = Broker::start_with(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            "tls://127.0.0.1:0",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+        ]);
+        let (plain_addr, tls_addr) = (&broker.addrs[0], &broker.addrs[1]);
+        let config = client_config(&dir);
+        let (mut plain, mut tls) = (vec![], vec![]);
+        rt.block_on(async {
+            for _ in 0..runs {
+                plain.push(fanout_rate(plain_addr, ConnectOptions::new(), n).await);
+                tls.push(fanout_rate(tls_addr, ConnectOptions::new().tls(config.clone()), n).await);
+            }
+        });
+        println!(
+            "mphub-client, 1 publisher -> {FANOUT} subscribers, {n} publishes of ~80 bytes, \
+             {runs} interleaved runs, delivered messages/s, medians (min–max)"
+        );
+        let (p, plo, phi) = median(plain);
+        let (t, tlo, thi) = median(tls);
+        println!(
+            "plain TCP  {:>8.0} k/s ({:.0}–{:.0} k)",
+            p / 1e3,
+            plo / 1e3,
+            phi / 1e3
+        );
+        println!(
+            "TLS        {:>8.0} k/s ({:.0}–{:.0} k)",
+            t / 1e3,
+            tlo / 1e3,
+            thi / 1e3
+        );
+        println!(
+            "TLS / plain: {:.2} (TLS costs {:.0}% of plain's rate)",
+            t / p,
+            (1.0 - t / p) * 100.0
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

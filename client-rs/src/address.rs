@@ -1,8 +1,9 @@
-//! Addresses (`host:port`, `unix:/path`, `unix:@abstract`) and dialling them.
+//! Addresses (`host:port`, `unix:/path`, `unix:@abstract`, `tls://host:port`) and dialling them.
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::{Error, Result};
+use crate::tls;
 
 /// Where a broker or Listener is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,11 +14,19 @@ pub enum Address {
     Unix(std::path::PathBuf),
     /// `unix:@name`: a Linux abstract socket.
     Abstract(String),
+    /// `tls://host:port`: TCP with TLS (needs the `tls` feature); the `host:port` part.
+    Tls(String),
 }
 
 impl Address {
-    /// Parses `host:port`, `unix:/path` or `unix:@name`.
+    /// Parses `host:port`, `unix:/path`, `unix:@name` or `tls://host:port`.
     pub fn parse(text: &str) -> Result<Address> {
+        if let Some(rest) = text.strip_prefix("tls://") {
+            return match Address::parse(rest)? {
+                Address::Tcp(a) => Ok(Address::Tls(a)),
+                _ => Err(Error::Address(text.into(), "expected tls://host:port")),
+            };
+        }
         if let Some(rest) = text.strip_prefix("unix:") {
             if rest.is_empty() {
                 return Err(Error::Address(text.into(), "unix: without a path"));
@@ -33,7 +42,7 @@ impl Address {
             }
             _ => Err(Error::Address(
                 text.into(),
-                "expected host:port, unix:/path or unix:@name",
+                "expected host:port, unix:/path, unix:@name or tls://host:port",
             )),
         }
     }
@@ -45,6 +54,7 @@ impl std::fmt::Display for Address {
             Address::Tcp(a) => f.write_str(a),
             Address::Unix(p) => write!(f, "unix:{}", p.display()),
             Address::Abstract(n) => write!(f, "unix:@{n}"),
+            Address::Tls(a) => write!(f, "tls://{a}"),
         }
     }
 }
@@ -53,20 +63,28 @@ impl std::fmt::Display for Address {
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Io for T {}
 
-/// Dials `addr` (no handshake yet).
-pub(crate) async fn dial(addr: &Address) -> Result<Box<dyn Io>> {
+/// Dials `addr` (no multiprocessing handshake yet): TLS for a `tls://` address, or for a
+/// `host:port` when `tls` is given.
+pub(crate) async fn dial(addr: &Address, tls: Option<&tls::Config>) -> Result<Box<dyn Io>> {
     let fail = |source| Error::Connect {
         addr: addr.to_string(),
         source,
     };
     match addr {
-        Address::Tcp(a) => {
+        Address::Tcp(a) | Address::Tls(a) => {
             let s = tokio::net::TcpStream::connect(a.as_str())
                 .await
                 .map_err(fail)?;
             s.set_nodelay(true).map_err(fail)?;
+            if matches!(addr, Address::Tls(_)) || tls.is_some() {
+                return Ok(Box::new(tls::wrap(a, s, tls).await?));
+            }
             Ok(Box::new(s))
         }
+        Address::Unix(_) | Address::Abstract(_) if tls.is_some() => Err(Error::Address(
+            addr.to_string(),
+            "TLS over a Unix socket is not supported: use tls://host:port",
+        )),
         Address::Unix(p) => Ok(Box::new(
             tokio::net::UnixStream::connect(p).await.map_err(fail)?,
         )),
@@ -113,7 +131,24 @@ mod tests {
             Address::parse("unix:@hub").unwrap(),
             Address::Abstract("hub".into())
         );
-        for bad in ["", "nohost", ":6000", "h:port", "unix:", "h:70000"] {
+        assert_eq!(
+            Address::parse("tls://localhost:6443").unwrap(),
+            Address::Tls("localhost:6443".into())
+        );
+        assert_eq!(
+            Address::parse("tls://[::1]:6443").unwrap().to_string(),
+            "tls://[::1]:6443"
+        );
+        for bad in [
+            "",
+            "nohost",
+            ":6000",
+            "h:port",
+            "unix:",
+            "h:70000",
+            "tls://unix:/x",
+            "tls://",
+        ] {
             assert!(Address::parse(bad).is_err(), "{bad}");
         }
     }

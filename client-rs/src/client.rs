@@ -58,7 +58,13 @@ impl Client {
     pub async fn connect(address: &str, opts: ConnectOptions) -> Result<Client> {
         let addr = Address::parse(address)?;
         mphub_protocol::name::check(&opts.name).map_err(|e| Error::Name(opts.name.clone(), e))?;
-        let conn = Connection::open(&addr, opts.authkey.as_deref(), opts.connect_timeout).await?;
+        let conn = Connection::open(
+            &addr,
+            opts.authkey.as_deref(),
+            opts.connect_timeout,
+            opts.tls.as_ref(),
+        )
+        .await?;
         let state = Arc::new(State::new());
         let (tx, rx) = mpsc::channel(opts.send_queue);
         let pings = tx.downgrade();

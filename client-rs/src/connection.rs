@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::address::{dial, Address, Io};
 use crate::error::{Error, Result};
+use crate::tls;
 
 /// Default largest frame accepted (the broker's default too).
 pub const DEFAULT_MAX_FRAME: u64 = 64 * 1024 * 1024;
@@ -35,19 +36,24 @@ pub struct Connection {
 
 impl Connection {
     /// Dials `address` and runs the handshake when `authkey` is given (a Listener or broker
-    /// without a key does none). Gives up after 10 seconds.
+    /// without a key does none). A `tls://` address trusts the system's CAs (feature `tls`; use
+    /// [`Client`](crate::Client) with [`ConnectOptions::tls`](crate::ConnectOptions::tls) for
+    /// others). Gives up after 10 seconds.
     pub async fn connect(address: &str, authkey: Option<&[u8]>) -> Result<Connection> {
         let addr = Address::parse(address)?;
-        Self::open(&addr, authkey, Duration::from_secs(10)).await
+        Self::open(&addr, authkey, Duration::from_secs(10), None).await
     }
 
+    /// Dials `addr` (with TLS for a `tls://` address, or with `tls` when given) and runs the
+    /// handshake, all within `timeout`.
     pub(crate) async fn open(
         addr: &Address,
         authkey: Option<&[u8]>,
         timeout: Duration,
+        tls: Option<&tls::Config>,
     ) -> Result<Connection> {
         let work = async {
-            let mut io = dial(addr).await?;
+            let mut io = dial(addr, tls).await?;
             let mut buf = BytesMut::with_capacity(64 * 1024);
             if let Some(key) = authkey {
                 let challenge = hsio::random_challenge().map_err(|source| Error::Auth {

@@ -282,12 +282,19 @@ async fn reconnect(state: &State, addr: &Address, opts: &ConnectOptions) -> Opti
         tokio::time::sleep(wait.mul_f64(jitter)).await;
         attempt += 1;
         wait = (wait * 2).min(most);
-        match Connection::open(addr, opts.authkey.as_deref(), opts.connect_timeout).await {
+        match Connection::open(
+            addr,
+            opts.authkey.as_deref(),
+            opts.connect_timeout,
+            opts.tls.as_ref(),
+        )
+        .await
+        {
             Ok(c) => {
                 tracing::warn!(%addr, attempt, "mphub: reconnected");
                 return Some(c);
             }
-            Err(e @ Error::Auth { .. }) => {
+            Err(e @ (Error::Auth { .. } | Error::Tls { .. })) => {
                 tracing::error!(%addr, error = %e, "mphub: reconnect refused; giving up");
                 return None;
             }

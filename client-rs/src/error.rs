@@ -7,7 +7,7 @@ use mphub_protocol::{topic::TopicError, FrameError, HandshakeError};
 /// Everything that can go wrong talking to a broker or a Listener.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The address is not `host:port`, `unix:/path` or `unix:@name`.
+    /// The address is not `host:port`, `unix:/path`, `unix:@name` or `tls://host:port`.
     #[error("invalid address {0:?}: {1}")]
     Address(String, &'static str),
     /// Nothing accepted the connection.
@@ -25,6 +25,16 @@ pub enum Error {
         addr: String,
         /// What the handshake saw.
         source: HandshakeError,
+    },
+    /// The TLS handshake was refused: the broker's certificate is not trusted or does not name
+    /// the host, or the broker refused this client (say, without a client certificate it
+    /// requires). Reconnecting does not try again.
+    #[error("TLS with {addr} failed: {source}")]
+    Tls {
+        /// The address dialled.
+        addr: String,
+        /// What rustls said.
+        source: std::io::Error,
     },
     /// Reading or writing the socket failed.
     #[error("i/o: {0}")]

@@ -10,8 +10,10 @@
 //!   received from Python can be forwarded unchanged ([`Client::publish_pickled`]).
 //! - Worker metrics ([`MetricOp`], [`Client::send_metrics`]): counters, gauges, histograms
 //!   and summaries the broker aggregates and serves on `/metrics` (`metrics.rs`).
-//! - Addresses ([`Address`]): `host:port`, `unix:/path`, `unix:@abstract`. Both handshake
-//!   generations: CPython 3.11's MD5 and 3.12+'s `{sha256}`.
+//! - Addresses ([`Address`]): `host:port`, `unix:/path`, `unix:@abstract`, and with the `tls`
+//!   feature `tls://host:port` (`tls.rs`: rustls; `ConnectOptions::tls` for a private CA or a
+//!   client certificate). Both handshake generations: CPython 3.11's MD5 and 3.12+'s
+//!   `{sha256}`.
 //!
 //! ```no_run
 //! # async fn demo() -> mphub_client::Result<()> {
@@ -40,6 +42,7 @@ mod metrics;
 mod options;
 mod state;
 mod subscription;
+mod tls;
 mod wire;
 
 pub use address::Address;
@@ -53,3 +56,9 @@ pub use subscription::Subscription;
 
 /// The serde-pickle crate, for [`serde_pickle::Value`] and its options.
 pub use serde_pickle;
+
+/// The rustls crate (feature `tls`), for building a [`ConnectOptions::tls`] configuration.
+#[cfg(feature = "tls")]
+pub use rustls;
+#[cfg(feature = "tls")]
+pub use tls::default_config as default_tls_config;

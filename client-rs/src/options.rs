@@ -18,6 +18,7 @@ pub struct ConnectOptions {
     pub(crate) name: String,
     pub(crate) ping_interval: Duration,
     pub(crate) max_outstanding_pings: u32,
+    pub(crate) tls: Option<crate::tls::Config>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -35,6 +36,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("name", &self.name)
             .field("ping_interval", &self.ping_interval)
             .field("max_outstanding_pings", &self.max_outstanding_pings)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -54,6 +56,7 @@ impl Default for ConnectOptions {
             name: default_name(),
             ping_interval: Duration::from_secs(20),
             max_outstanding_pings: 2,
+            tls: None,
         }
     }
 }
@@ -176,6 +179,16 @@ impl ConnectOptions {
     /// `ping_interval * (max_outstanding_pings + 1)`.
     pub fn max_outstanding_pings(mut self, n: u32) -> Self {
         self.max_outstanding_pings = n;
+        self
+    }
+
+    /// Connect with TLS using `config` (feature `tls`): for a `host:port` or `tls://host:port`
+    /// address. Without it, a `tls://` address trusts the system's CAs. Build `config` with
+    /// the [`rustls`](crate::rustls) this crate re-exports, e.g. with the roots of a private CA
+    /// and, for a broker with `tls_client_ca`, a client certificate.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
         self
     }
 }

@@ -4,6 +4,7 @@
 //! - `settings.rs`: [`Settings`], every flag and file key declared once, with the defaults.
 //! - `values.rs`: the value types (addresses, sizes, seconds, ...) that check themselves.
 //! - `cluster.rs`: the `cluster_*` keys resolved into a [`ClusterConfig`].
+//! - `tls.rs`: the `tls_*` keys read and checked into a [`ServerTls`] (rustls).
 //! - this file: [`Config`], the whole resolved configuration as one value (what a reload
 //!   replaces), and [`Source`], which remembers where it came from so it can be read again.
 //!
@@ -11,6 +12,7 @@
 
 mod cluster;
 mod settings;
+mod tls;
 mod users;
 mod values;
 
@@ -23,6 +25,7 @@ pub use cluster::{
     DEFAULT_PREFIX,
 };
 pub use settings::Settings;
+pub use tls::ServerTls;
 pub use users::{PayloadPolicy, Payloads, Permissions, User, UserSettings, Users, DEFAULT_USER};
 pub use values::{
     read_secret, Count, ListenAddr, LogFormat, MetricsAddr, Seconds, Secret, Size, SlowConsumer,
@@ -41,7 +44,10 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{0}")]
     Flags(String),
-    #[error("invalid listen address {0:?}: use host:port, [v6]:port, unix:/path or unix:@name")]
+    #[error(
+        "invalid listen address {0:?}: use host:port, [v6]:port, unix:/path, unix:@name or \
+         tls://host:port"
+    )]
     Listen(String),
     #[error("listen: give at least one address")]
     NoListen,
@@ -96,6 +102,21 @@ pub enum ConfigError {
          (the shared key is the user \"default\")"
     )]
     SameKey(String, String),
+    #[error(
+        "listen {0} is tls:// but there is no certificate: give --tls-cert PATH and --tls-key \
+         PATH (PEM files; file keys tls_cert, tls_key)"
+    )]
+    TlsWithoutCert(String),
+    #[error(
+        "{0} is given but no listener is tls://: add --listen tls://HOST:PORT (or remove {0})"
+    )]
+    TlsWithoutListener(&'static str),
+    #[error("{key} {path}: {why}")]
+    Tls {
+        key: &'static str,
+        path: PathBuf,
+        why: String,
+    },
     #[error("allow_globals: {0:?} is not a module.qualname name (like \"datetime.datetime\")")]
     Global(String),
 }
@@ -114,6 +135,9 @@ pub struct Config {
     /// The top-level payload policy (`payloads`, `allow_globals`): every user's default, and
     /// what messages arriving from other nodes are judged by.
     pub payloads: PayloadPolicy,
+    /// TLS for `tls://` listeners: the certificates as read when this configuration was
+    /// resolved (a reload reads them again); `None` without a `tls://` listener.
+    pub tls: Option<ServerTls>,
 }
 
 impl Config {
@@ -132,6 +156,7 @@ impl Config {
                 .unwrap_or_else(|e| unreachable!("one shared key: {e}")),
             cluster: None,
             payloads: PayloadPolicy::Any,
+            tls: None,
         }
     }
 
@@ -175,11 +200,13 @@ impl Config {
         }
         let cluster = ClusterConfig::from_settings(&settings)?;
         let payloads = PayloadPolicy::new(settings.payloads, &settings.allow_globals)?;
+        let tls = ServerTls::from_settings(&settings)?;
         Ok(Config {
             settings,
             users,
             cluster,
             payloads,
+            tls,
         })
     }
 }

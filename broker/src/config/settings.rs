@@ -27,8 +27,9 @@ pub struct Settings {
         long,
         value_name = "ADDR",
         required = false,
-        help = "Address to accept clients on: host:port, [v6]:port, unix:/path or unix:@name. \
-                Repeat for several. Default 127.0.0.1:6000."
+        help = "Address to accept clients on: host:port, [v6]:port, unix:/path, unix:@name, or \
+                tls://host:port (TLS; needs --tls-cert and --tls-key). Repeat for several. \
+                Default 127.0.0.1:6000."
     )]
     pub listen: Vec<ListenAddr>,
     /// HTTP address for /metrics and /healthz, or `off`. Default 127.0.0.1:6001.
@@ -63,6 +64,15 @@ pub struct Settings {
     /// Most subscriptions one connection may hold. Default 10000.
     #[arg(long, value_name = "N", required = false)]
     pub max_subscriptions: Count,
+    /// Certificate chain (PEM, the server's certificate first) for tls:// listeners.
+    #[arg(long, value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM): tls:// clients must then present a certificate signed by one.
+    #[arg(long, value_name = "PATH")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Seconds allowed for the authentication handshake. Default 5.
     #[arg(long, value_name = "SECONDS", required = false)]
     pub handshake_timeout: Seconds,
@@ -140,6 +150,9 @@ impl Default for Settings {
             slow_consumer: SlowConsumer::Disconnect,
             max_connections: Count(10_000),
             max_subscriptions: Count(10_000),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
             handshake_timeout: Seconds::whole(5),
             frame_timeout: Seconds::whole(60),
             arriving_limit: Size(256 << 20),

@@ -43,10 +43,13 @@ pub enum ListenAddr {
     Unix(PathBuf),
     /// A Linux abstract Unix socket (`unix:@name`; Python's `"\0name"`).
     Abstract(String),
+    /// TCP with TLS (`tls://host:port`): the same protocol inside TLS (`tls_cert`, `tls_key`).
+    Tls(SocketAddr),
 }
 
 impl ListenAddr {
-    /// Parses `host:port`, `[v6]:port`, `localhost:port`, `unix:/path` or `unix:@name`.
+    /// Parses `host:port`, `[v6]:port`, `localhost:port`, `unix:/path`, `unix:@name` or
+    /// `tls://host:port`.
     pub fn parse(s: &str) -> Result<Self, ConfigError> {
         s.parse()
     }
@@ -54,9 +57,14 @@ impl ListenAddr {
     /// True where a peer from another machine cannot connect.
     pub fn is_local(&self) -> bool {
         match self {
-            ListenAddr::Tcp(a) => a.ip().is_loopback(),
+            ListenAddr::Tcp(a) | ListenAddr::Tls(a) => a.ip().is_loopback(),
             ListenAddr::Unix(_) | ListenAddr::Abstract(_) => true,
         }
+    }
+
+    /// True for a `tls://` address.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ListenAddr::Tls(_))
     }
 }
 
@@ -71,6 +79,11 @@ impl FromStr for ListenAddr {
                 _ => Err(ConfigError::Listen(s.to_owned())),
             };
         }
+        if let Some(rest) = s.strip_prefix("tls://") {
+            return socket_addr(rest)
+                .map(ListenAddr::Tls)
+                .ok_or_else(|| ConfigError::Listen(s.to_owned()));
+        }
         socket_addr(s)
             .map(ListenAddr::Tcp)
             .ok_or_else(|| ConfigError::Listen(s.to_owned()))
@@ -79,7 +92,7 @@ impl FromStr for ListenAddr {
 
 deserialize_from_str!(
     ListenAddr,
-    "an address: host:port, [v6]:port, unix:/path or unix:@name"
+    "an address: host:port, [v6]:port, unix:/path, unix:@name or tls://host:port"
 );
 
 impl fmt::Display for ListenAddr {
@@ -88,6 +101,7 @@ impl fmt::Display for ListenAddr {
             ListenAddr::Tcp(a) => write!(f, "{a}"),
             ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
             ListenAddr::Abstract(n) => write!(f, "unix:@{n}"),
+            ListenAddr::Tls(a) => write!(f, "tls://{a}"),
         }
     }
 }
@@ -380,6 +394,17 @@ mod tests {
             ListenAddr::parse("unix:@hub").unwrap(),
             ListenAddr::Abstract("hub".into())
         );
+        assert_eq!(
+            ListenAddr::parse("tls://localhost:6443").unwrap(),
+            ListenAddr::Tls("127.0.0.1:6443".parse().unwrap())
+        );
+        assert_eq!(
+            ListenAddr::parse("tls://[::1]:0").unwrap().to_string(),
+            "tls://[::1]:0"
+        );
+        assert!(ListenAddr::parse("tls://0.0.0.0:1").unwrap().is_tls());
+        assert!(!ListenAddr::parse("tls://0.0.0.0:1").unwrap().is_local());
+        assert!(ListenAddr::parse("tls://").is_err());
         assert!(ListenAddr::parse("unix:").is_err());
         assert!(ListenAddr::parse("nonsense").is_err());
     }

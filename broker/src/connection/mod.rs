@@ -1,6 +1,7 @@
-//! One client connection: the handshake, then a reader that feeds every frame to the commands
-//! (`command/`), beside a writer task (`writer.rs`) that drains the connection's outbox.
-//! `arriving.rs` holds the broker-wide budget for large frames still arriving.
+//! One client connection: the TLS handshake on a `tls://` listener, the HMAC handshake, then a
+//! reader that feeds every frame to the commands (`command/`), beside a writer task
+//! (`writer.rs`) that drains the connection's outbox. `arriving.rs` holds the broker-wide
+//! budget for large frames still arriving.
 
 mod arriving;
 mod reader;
@@ -14,7 +15,7 @@ use bytes::BytesMut;
 use mphub_protocol::{reply, HandshakeError};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
-use tracing::{debug, info, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::command::{Services, Session};
 use crate::config::{Config, User};
@@ -22,6 +23,7 @@ use crate::connections::{Connections, Entry};
 use crate::net::{HandshakeRead, ReadHalf, Stream, WriteHalf};
 use crate::outbox::Outbox;
 use crate::shutdown::Shutdown;
+use crate::tls;
 use crate::writer::{self, Ended};
 
 /// What a connection needs from the broker.
@@ -40,8 +42,9 @@ pub struct Context {
     pub arriving: Arc<Arriving>,
 }
 
-/// Serves one accepted connection to its end. `peer_addr` is the remote address, printable.
-pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64) {
+/// Serves one accepted connection to its end. `peer_addr` is the remote address, printable;
+/// with `tls` the stream is TCP and starts with a TLS handshake.
+pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64, tls: bool) {
     // `name` is recorded when the client says `$hello` (command/hello.rs).
     let span = tracing::info_span!(
         "conn",
@@ -54,12 +57,27 @@ pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64
         let mut config_rx = ctx.config.clone();
         let config = config_rx.borrow_and_update().clone();
         let metrics = &ctx.services.metrics;
+        // On the TCP socket itself, before TLS (if any) wraps it.
         if let Err(e) = stream.set_keepalive(config.settings.keepalive.duration()) {
             tracing::debug!(error = %e, "cannot turn on TCP keepalive");
         }
+        // The TLS handshake and the HMAC handshake share one deadline.
+        let deadline = tokio::time::Instant::now() + config.settings.handshake_timeout.duration();
+        let stream = match (tls, stream) {
+            (true, Stream::Tcp(tcp)) => {
+                match secure(&ctx, &config, tcp, deadline, &peer_addr).await {
+                    Some(s) => s,
+                    None => return,
+                }
+            }
+            (_, stream) => stream,
+        };
         let (mut r, mut w) = stream.into_split();
         let mut buf = BytesMut::new();
-        let auth = authenticate(&ctx, &config, &mut r, &mut w, &mut buf, &peer_addr).await;
+        let auth = authenticate(
+            &ctx, &config, &mut r, &mut w, &mut buf, &peer_addr, deadline,
+        )
+        .await;
         let Some(user) = auth else {
             return;
         };
@@ -138,8 +156,44 @@ pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64
     .await
 }
 
-/// Runs the handshake (when a key is configured) and says which user the client is; `None`
-/// when it failed (counted and logged here).
+/// Runs the TLS handshake with the certificate in force (`config.tls`); `None` when it failed
+/// (counted in `mphub_tls_failures_total` and logged here).
+async fn secure(
+    ctx: &Context,
+    config: &Config,
+    tcp: tokio::net::TcpStream,
+    deadline: tokio::time::Instant,
+    peer_addr: &str,
+) -> Option<Stream> {
+    let Some(server) = &config.tls else {
+        // Resolving a configuration with a tls:// listener builds `tls`, and a reload keeps it.
+        warn!(peer = %peer_addr, "TLS listener without a certificate; connection closed");
+        return None;
+    };
+    let metrics = &ctx.services.metrics;
+    metrics.handshakes_in_progress.inc();
+    let secured = tls::accept(server, tcp, deadline).await;
+    metrics.handshakes_in_progress.dec();
+    match secured {
+        Ok(s) => Some(Stream::Tls(Box::new(s))),
+        Err(e) => {
+            match e.kind() {
+                Some(kind) => {
+                    metrics.tls_failures.with_label_values(&[kind]).inc();
+                    info!(peer = %peer_addr, reason = %e, "TLS handshake failed; connection closed");
+                }
+                None => {
+                    metrics.connections_probed.inc();
+                    debug!(peer = %peer_addr, "closed before sending a byte (a probe?)");
+                }
+            }
+            None
+        }
+    }
+}
+
+/// Runs the handshake (when a key is configured) by `deadline` and says which user the client
+/// is; `None` when it failed (counted and logged here).
 async fn authenticate(
     ctx: &Context,
     config: &Config,
@@ -147,6 +201,7 @@ async fn authenticate(
     w: &mut WriteHalf,
     buf: &mut BytesMut,
     peer_addr: &str,
+    deadline: tokio::time::Instant,
 ) -> Option<Arc<User>> {
     let users = &config.users;
     let Some(ring) = users.ring() else {
@@ -160,8 +215,7 @@ async fn authenticate(
         let mut both = tokio::io::join(&mut read, &mut *w);
         mphub_protocol::io::accept(&mut both, buf, ring.clone(), challenge).await
     };
-    let deadline = config.settings.handshake_timeout.duration();
-    let outcome = tokio::time::timeout(deadline, result).await;
+    let outcome = tokio::time::timeout_at(deadline, result).await;
     metrics.handshakes_in_progress.dec();
     let err = match outcome {
         Ok(Ok(index)) => match users.get(index) {

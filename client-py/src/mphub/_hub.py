@@ -13,7 +13,7 @@ import pickle
 import sys
 from typing import Any, Callable, Generic, Optional, Sequence, Tuple
 
-from ._address import AddressLike, parse
+from ._address import AddressLike, TlsOption, parse
 from ._connect import authkey_from_env
 from ._core import Core, Lock, W
 from ._policy import payload_policy
@@ -82,6 +82,7 @@ class HubBase(Generic[W]):
         max_outstanding_pings: int = 2,
         payloads: str = "any",
         allow_globals: Sequence[str] = (),
+        tls: TlsOption = None,
     ) -> None:
         """Every option of both hubs, keyword-only and optional:
 
@@ -114,8 +115,11 @@ class HubBase(Generic[W]):
                            subscription's `refused` and reported to `on_error` as
                            `PayloadRefused` ("any")
         allow_globals      `module.qualname` names a "data" payload may import (())
+        tls                an `ssl.SSLContext` for a TLS connection (a "tls://host:port" address
+                           without one uses `ssl.create_default_context()`: the system's CAs,
+                           certificate and host name verified); True for that default
         """
-        self.address = parse(address)
+        self.address = parse(address, tls)
         self.max_pending = max_pending
         self.on_disconnected = on_disconnected
         self.on_reconnected = on_reconnected
