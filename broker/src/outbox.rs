@@ -149,6 +149,12 @@ pub struct Outbox {
     /// Topics this connection's user may never receive (`deny_subscribe`); empty for almost
     /// every connection, and swapped whole when a reload changes the user's permissions.
     deny: ArcSwapOption<Vec<String>>,
+    /// Frames and bytes written (for introspection): bytes added after each system call,
+    /// frames once per batch.
+    frames_out: AtomicU64,
+    bytes_out: AtomicU64,
+    /// Frames dropped for this connection by the `drop` policy (only that path counts).
+    dropped: AtomicU64,
 }
 
 impl Outbox {
@@ -174,6 +180,9 @@ impl Outbox {
                 stalled: AtomicBool::new(false),
                 kill,
                 deny: ArcSwapOption::empty(),
+                frames_out: AtomicU64::new(0),
+                bytes_out: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
             },
             rx,
         )
@@ -211,7 +220,10 @@ impl Outbox {
         if before != 0 && before + len > limit {
             self.queued.fetch_sub(len, Ordering::AcqRel);
             return match self.drops.load(Ordering::Relaxed) {
-                true => Delivery::Dropped,
+                true => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    Delivery::Dropped
+                }
                 false => {
                     if self.close(Closed::SlowConsumer) {
                         warn!(
@@ -300,6 +312,7 @@ impl Outbox {
     /// The writer reports bytes it has written (after each system call).
     pub fn written(&self, bytes: u64) {
         self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
         // Only a stalled reader waits for progress; otherwise this is one load.
         if self.stalled.load(Ordering::Acquire) {
             self.sent.fetch_add(1, Ordering::AcqRel);
@@ -315,6 +328,25 @@ impl Outbox {
                 self.progress.notify_one();
             }
         }
+    }
+
+    /// The writer reports frames it has written whole (once per batch).
+    pub fn frames_written(&self, frames: u64) {
+        self.frames_out.fetch_add(frames, Ordering::Relaxed);
+    }
+
+    /// Frames and bytes written to this connection so far, replies included (for
+    /// introspection).
+    pub fn written_totals(&self) -> (u64, u64) {
+        (
+            self.frames_out.load(Ordering::Relaxed),
+            self.bytes_out.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Frames dropped for this connection by the `drop` slow-consumer policy so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Bytes queued and not yet written.

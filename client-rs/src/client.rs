@@ -57,6 +57,7 @@ impl Client {
     /// that, a lost connection is re-established in the background.
     pub async fn connect(address: &str, opts: ConnectOptions) -> Result<Client> {
         let addr = Address::parse(address)?;
+        mphub_protocol::name::check(&opts.name).map_err(|e| Error::Name(opts.name.clone(), e))?;
         let conn = Connection::open(
             &addr,
             opts.authkey.as_deref(),
@@ -66,7 +67,15 @@ impl Client {
         .await?;
         let state = Arc::new(State::new());
         let (tx, rx) = mpsc::channel(opts.send_queue);
-        tokio::spawn(driver::run(state.clone(), addr, opts.clone(), rx, conn));
+        let pings = tx.downgrade();
+        tokio::spawn(driver::run(
+            state.clone(),
+            addr,
+            opts.clone(),
+            rx,
+            pings,
+            conn,
+        ));
         let client = Client {
             inner: Arc::new(Inner {
                 tx,

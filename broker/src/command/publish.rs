@@ -14,6 +14,9 @@ pub(super) fn publish(s: &mut Session<'_>, topic: &str, frame: &Frame) {
         s.deny(Action::Publish, topic);
         return;
     }
+    if s.sampler.pick() {
+        s.services.topics.record(topic);
+    }
     let services = s.services;
     let at = if s.timing { Instant::now() } else { s.epoch };
     let matches = services.router.lookup(topic);
