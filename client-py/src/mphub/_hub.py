@@ -21,7 +21,7 @@ from .metrics import Family, options
 
 log = logging.getLogger("mphub")
 
-MAX_NAME = 64  # characters in a connection's name (PROTOCOL §14)
+MAX_NAME = 64  # characters in a connection's name (PROTOCOL §4, `$hello`)
 
 
 def default_name() -> str:
