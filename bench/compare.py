@@ -27,8 +27,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+from systems import SYSTEMS  # noqa: E402  (bench/ on the path first)
 
-SYSTEMS = ["mphub_stock", "mphub_py", "handhub", "redis_plain", "redis_pipelined", "nats_py", "zmq_proxy"]
 SMALL = {"sensor": "t-17", "v": 21.5, "seq": 123456}
 BIG = b"x" * 4096
 PROBE = "__probe__"
