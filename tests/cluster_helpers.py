@@ -76,6 +76,16 @@ def recv_until(conn, marker, timeout=60):
             got.append(m)
 
 
+def wait_for_interest(server, subject, timeout=30):
+    """Returns once nats-server `server` routes a message published on `subject` to a subscriber.
+
+    The readiness condition for a publisher that is not an mphub node (`raw_nats_publish`):
+    `settle` is a barrier for publishes between the nodes of one hub, while a plain NATS
+    client's publish goes wherever the server's subscription list says when it arrives.
+    """
+    wait_until(lambda: server.interest(subject), timeout, what=f"a subscription for {subject}")
+
+
 def raw_nats_publish(url, subject, payload):
     """Publishes through NATS's text protocol, as any non-mphub NATS client would."""
     host, port = url.removeprefix("nats://").split(":")

@@ -5,6 +5,7 @@
 #   nats-server, openssl                              the cluster tests, over TLS too; TLS listeners
 #   socat, stunnel4                                   stock clients through a TLS tunnel (docs/tls.md)
 #   chromium                                          the status page, tested in a real browser
+#   iproute2 (ss)                                     the keepalive timer on the broker's sockets
 #   python3-venv                                      .venv/ where python3 lacks ensurepip (Debian)
 #   rustfmt, clippy (rustup components)               make fmt, make clippy
 # Debian packages come from apt-get, as root or through `sudo -n`. CPython 3.13 is fetched apart,
@@ -22,6 +23,7 @@ need openssl openssl
 need socat socat
 need stunnel4 stunnel4
 need chromium chromium
+need ss iproute2
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 
 if [ ${#missing[@]} -gt 0 ]; then

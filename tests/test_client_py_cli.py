@@ -8,6 +8,9 @@ import sys
 from conftest import KEY, ROOT
 
 
+NO_ENV_KEY = {"MPHUB_AUTHKEY": ""}
+
+
 def cli(*args, env_extra=None, **kw):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "client-py" / "src"), **(env_extra or {})}
     return subprocess.Popen(
@@ -30,15 +33,25 @@ def test_sub_prints_what_pub_sends(broker):
         sub.kill()
 
 
-def test_ping_answers_with_flags_and_fails_clearly_with_a_wrong_key(broker):
-    ok = cli("-a", broker.addrs[0], "-k", KEY.decode(), "ping", "-n", "2")
+def test_ping_takes_the_key_from_a_file_and_fails_clearly_with_a_wrong_one(broker, tmp_path):
+    key_file = tmp_path / "key"
+    key_file.write_bytes(KEY + b"\n")  # one trailing newline is stripped, as the broker does
+    ok = cli("-a", broker.addrs[0], "--authkey-file", str(key_file), "ping", "-n", "2", env_extra=NO_ENV_KEY)
     out, err = ok.communicate(timeout=30)
     assert ok.returncode == 0, err
     assert out.count("pong from") == 2
-    bad = cli("-a", broker.addrs[0], "-k", "wrong", "ping")
+    key_file.write_bytes(b"wrong")
+    bad = cli("-a", broker.addrs[0], "--authkey-file", str(key_file), "ping", env_extra=NO_ENV_KEY)
     out, err = bad.communicate(timeout=30)
     assert bad.returncode == 1
     assert err.strip() == "mphub: the broker refused the authkey"
+
+
+def test_a_key_on_the_command_line_is_refused_with_the_ways_that_work(broker):
+    p = cli("-a", broker.addrs[0], "-k", KEY.decode(), "ping")
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 2
+    assert "keys never go on the command line" in err and "--authkey-file" in err
 
 
 def test_pip_installs_the_package_with_its_type_marker(tmp_path):

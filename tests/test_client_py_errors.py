@@ -30,6 +30,15 @@ def test_a_broker_without_a_key_takes_a_client_without_one(start_broker, monkeyp
         assert sub.next(timeout=10).payload == 1
 
 
+def test_a_key_against_a_broker_without_one_says_that_is_the_likely_cause(start_broker, monkeypatch):
+    monkeypatch.delenv("MPHUB_AUTHKEY", raising=False)
+    b = start_broker(key=None)
+    with pytest.raises(errors.AuthenticationError, match="most likely runs without an authkey") as e:
+        mphub.connect(b.addrs[0], authkey=KEY, connect_timeout=0.5)
+    assert isinstance(e.value, errors.HandshakeTimeout) and isinstance(e.value, builtins.TimeoutError)
+    assert "--authkey-file" in str(e.value)
+
+
 def test_the_authkey_can_come_from_the_environment(broker, monkeypatch):
     monkeypatch.setenv("MPHUB_AUTHKEY", KEY.decode())
     monkeypatch.setenv("MPHUB_ADDRESS", broker.addrs[0])
@@ -125,5 +134,6 @@ def test_every_error_is_an_mphub_error():
     for cls in [
         errors.AuthenticationError, errors.ConnectionClosed, errors.BufferFullError,
         errors.SubscriptionClosed, errors.SlowConsumerError, errors.BrokerError, errors.TimeoutError,
+        errors.HandshakeTimeout,
     ]:
         assert issubclass(cls, errors.MphubError)

@@ -12,7 +12,7 @@ from multiprocessing.connection import Client
 
 import pytest
 
-from cluster_helpers import healthz, raw_nats_publish, recv_until, scrape, settle
+from cluster_helpers import healthz, raw_nats_publish, recv_until, scrape, settle, wait_for_interest
 from conftest import KEY, ROOT
 from natsserver import NatsServer, free_port
 from scenarios import WILDCARD_EXPECTED, WILDCARD_TOPICS, barrier, subscribe
@@ -182,7 +182,7 @@ def test_any_nats_client_can_publish_a_pickled_tuple_and_garbage_is_counted(nats
     (server,) = nats(1)
     b = node(server.url, "--max-frame", "4096")
     sub = listener(b, "x.*")
-    settle([b, node(server.url)])  # b's subscription is known to NATS
+    wait_for_interest(server, "mphub.x.y")  # NATS routes the publishes below to b
     raw_nats_publish(server.url, "mphub.x.y", b"not a pickle")
     raw_nats_publish(server.url, "mphub.x.y", pickle.dumps(("x.other", 1)))  # topic mismatch
     raw_nats_publish(server.url, "mphub.x.y", pickle.dumps(("x.y", b"z" * 8192)))  # over max_frame
@@ -315,6 +315,7 @@ def test_nodes_with_different_prefixes_are_different_hubs_on_one_nats(nats, node
     other = node(server.url, "--cluster-prefix", "hub2.")
     on_b, on_other = listener(b, "t"), listener(other, "t")
     settle([a, b])
+    wait_for_interest(server, "hub2.end")  # the other hub's node is no part of `settle`
     pub = connect(a)
     pub.send(("t", 1))
     pub.send(END)

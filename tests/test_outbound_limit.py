@@ -2,6 +2,8 @@
 included: a client that pipelines requests and never reads cannot grow the broker, and replies
 are never dropped."""
 
+import os
+import socket
 import threading
 from multiprocessing.connection import Client
 
@@ -10,6 +12,14 @@ from scenarios import barrier, subscribe
 from test_metrics import scrape
 
 TOKEN = b"t" * (1 << 20)
+
+
+def small_receive_buffer(conn, size=64 << 10):
+    """Fixes `conn`'s receive buffer at `size` (setting it turns Linux's autotuning off, which
+    may otherwise grow it to tcp_rmem's maximum, 32 MiB on some hosts): what the broker writes
+    then stays queued in the broker until the client reads."""
+    with socket.socket(fileno=os.dup(conn.fileno())) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
 def pinger(conn, count, errors):
@@ -76,6 +86,7 @@ def test_a_client_publishing_more_than_its_limit_to_itself_is_never_stopped_by_i
     # must never stop the broker reading what the same client sends next.
     b = start_broker("--outbound-limit", "1MiB", "--slow-consumer", "drop")
     c = Client(b.address, authkey=KEY)
+    small_receive_buffer(c)
     subscribe(c, "me")
     big = bytes(24 << 20)  # more than the socket buffers hold both ways
     c.send(("me", big))

@@ -9,7 +9,7 @@ import urllib.request
 from multiprocessing.connection import Client
 
 import pytest
-from cluster_helpers import raw_nats_publish, recv_until, settle
+from cluster_helpers import raw_nats_publish, recv_until, wait_for_interest
 from conftest import KEY, ROOT, run_py313
 from scenarios import barrier, subscribe
 
@@ -104,7 +104,7 @@ def test_code_injected_straight_into_nats_is_refused_by_the_receiving_node(nats,
     b = node(server.url, "--payloads", "data")
     sub = Client(b.address, authkey=KEY)
     subscribe(sub, "x.*")
-    settle([b, node(server.url)])
+    wait_for_interest(server, "mphub.x.y")  # NATS routes the publishes below to b
     raw_nats_publish(server.url, "mphub.x.y", pickle.dumps(("x.y", RunsCommand())))
     raw_nats_publish(server.url, "mphub.x.y", pickle.dumps(("x.y", "data")))
     raw_nats_publish(server.url, "mphub.x.end", pickle.dumps(("x.end", None)))

@@ -132,6 +132,11 @@ def test_client_py_families_batch_and_arrive_on_flush_and_close(mbroker):
         jobs.labels(queue="a").inc(-1)
     with pytest.raises(ValueError):
         mphub.connect(mbroker.addrs[0], authkey=KEY).counter("x", "x", labels=("le",))
+    with mphub.connect(mbroker.addrs[0], authkey=KEY) as other:
+        for buckets in [(), (float("inf"),), (2, 1)]:
+            with pytest.raises(ValueError):
+                other.histogram("no_buckets", "x", buckets=buckets)
+    assert "no_buckets" not in scrape(mbroker)
 
 
 def test_a_killed_pool_worker_never_makes_totals_go_down(mbroker):

@@ -13,13 +13,14 @@
 //! - [`route`]: routing one frame to local subscribers (the one place it is done), the
 //!   [`route::Forward`] hook beyond this node, and the delivery counts.
 //! - [`worker_metrics`]: what worker processes report with `$metrics`.
+//! - [`topics`]: the busiest topics, estimated by sampling publishes.
 //! - [`metrics`]: the broker's own Prometheus registry.
 //! - [`cluster`]: the bridge to a NATS deployment (`--cluster`), behind a narrow handle.
 //! - [`command`]: one function per client message (publish, `$sub`/`$unsub`, `$ping`,
 //!   `$metrics`).
 //! - [`net`], [`writer`], [`connections`], [`connection`], [`server`]: listeners and streams,
 //!   a connection's writer, the open connections, one connection's life, the accept loops.
-//! - [`http`]: `/metrics` and `/healthz`.
+//! - [`http`]: `/metrics`, `/healthz`, introspection as JSON and the status page.
 //! - [`reload`]: what a configuration reload (SIGHUP) changes live and what needs a restart.
 //!
 //! [`start`] binds every listener and returns a [`Broker`]; tests run one in-process on port 0.
@@ -41,6 +42,7 @@ pub mod route;
 pub mod server;
 pub mod shutdown;
 pub mod tls;
+pub mod topics;
 pub mod worker_metrics;
 pub mod writer;
 
@@ -151,13 +153,15 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
     };
     let workers = Arc::new(worker_metrics::Store::default());
     let connections = Arc::new(Connections::new(metrics.connections_by_user.clone()));
+    let topics = Arc::new(topics::Topics::default());
     let ctx = Arc::new(Context {
-        config: config_rx,
+        config: config_rx.clone(),
         services: Services {
             router,
             metrics: metrics.clone(),
             workers: workers.clone(),
             forward: cluster.clone().map(|c| c as Arc<dyn Forward>),
+            topics: topics.clone(),
         },
         connections: connections.clone(),
         shutdown: shutdown.clone(),
@@ -172,6 +176,9 @@ pub async fn start(config: Config) -> Result<Broker, StartError> {
         workers,
         cluster,
         shutdown: shutdown.clone(),
+        config: config_rx,
+        topics,
+        started: std::time::SystemTime::now(),
     });
     let metrics_addr = match s.metrics.addr() {
         Some(addr) => {

@@ -13,6 +13,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -244,6 +245,21 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// Turns on TCP keepalive: the kernel probes a peer silent for `idle`, then every `idle`,
+    /// and drops it after its default count of unanswered probes (9 on Linux), as Go's net
+    /// package (and so NATS) does. Whole seconds, at least one: the kernel takes no less. A
+    /// Unix socket needs none (its peer cannot vanish without the kernel knowing).
+    pub fn set_keepalive(&self, idle: Duration) -> io::Result<()> {
+        if let Stream::Tcp(s) = self {
+            let every = Duration::from_secs(idle.as_secs_f64().ceil().max(1.0) as u64);
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(every)
+                .with_interval(every);
+            socket2::SockRef::from(s).set_tcp_keepalive(&keepalive)?;
+        }
+        Ok(())
+    }
+
     /// Owned read and write halves, with no lock between them.
     pub fn into_split(self) -> (ReadHalf, WriteHalf) {
         match self {

@@ -152,6 +152,12 @@ pub struct Outbox {
     /// Whether `deny` holds anything: one relaxed load per delivery instead of an `ArcSwap`
     /// load (which showed in profiles) for the connections that have no deny list.
     denies: AtomicBool,
+    /// Frames and bytes written (for introspection): bytes added after each system call,
+    /// frames once per batch.
+    frames_out: AtomicU64,
+    bytes_out: AtomicU64,
+    /// Frames dropped for this connection by the `drop` policy (only that path counts).
+    dropped: AtomicU64,
 }
 
 impl Outbox {
@@ -178,6 +184,9 @@ impl Outbox {
                 kill,
                 deny: ArcSwapOption::empty(),
                 denies: AtomicBool::new(false),
+                frames_out: AtomicU64::new(0),
+                bytes_out: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
             },
             rx,
         )
@@ -221,7 +230,10 @@ impl Outbox {
         if before != 0 && before + len > limit {
             self.queued.fetch_sub(len, Ordering::AcqRel);
             return match self.drops.load(Ordering::Relaxed) {
-                true => Delivery::Dropped,
+                true => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    Delivery::Dropped
+                }
                 false => {
                     if self.close(Closed::SlowConsumer) {
                         warn!(
@@ -310,6 +322,7 @@ impl Outbox {
     /// The writer reports bytes it has written (after each system call).
     pub fn written(&self, bytes: u64) {
         self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
         // Only a stalled reader waits for progress; otherwise this is one load.
         if self.stalled.load(Ordering::Acquire) {
             self.sent.fetch_add(1, Ordering::AcqRel);
@@ -325,6 +338,25 @@ impl Outbox {
                 self.progress.notify_one();
             }
         }
+    }
+
+    /// The writer reports frames it has written whole (once per batch).
+    pub fn frames_written(&self, frames: u64) {
+        self.frames_out.fetch_add(frames, Ordering::Relaxed);
+    }
+
+    /// Frames and bytes written to this connection so far, replies included (for
+    /// introspection).
+    pub fn written_totals(&self) -> (u64, u64) {
+        (
+            self.frames_out.load(Ordering::Relaxed),
+            self.bytes_out.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Frames dropped for this connection by the `drop` slow-consumer policy so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Bytes queued and not yet written.

@@ -94,6 +94,7 @@ pub async fn run(
             break (Ended::Failed(e), at);
         }
         written += batch.len() as u64;
+        outbox.frames_written(batch.len() as u64);
         outbox.replies_done(batch.iter().filter(|q| q.reply).count() as u64);
         if let (true, Some(q)) = (timing, batch.first()) {
             // One sample per write: the oldest frame of the batch, which waited longest.

@@ -1,7 +1,8 @@
 //! The task behind a [`Client`](crate::Client): one connection at a time, a reader that routes
-//! what arrives, a writer that batches what the handles send, and reconnects.
+//! what arrives, a writer that batches what the handles send, keepalive pings when the broker
+//! has been silent, and reconnects.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use mphub_protocol::{frame, Envelope, Scanner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::address::{Address, Io};
 use crate::connection::Connection;
@@ -35,16 +37,20 @@ enum End {
     Lost(Error),
 }
 
+/// Runs the client's connections until it closes or gives up. `pings` reaches the send queue
+/// without keeping it open: once every handle is gone, the queue closes and the client says
+/// goodbye.
 pub(crate) async fn run(
     state: Arc<State>,
     addr: Address,
     opts: ConnectOptions,
     mut rx: mpsc::Receiver<Bytes>,
+    pings: mpsc::WeakSender<Bytes>,
     first: Connection,
 ) {
     let mut conn = first;
     loop {
-        let end = session(&state, &opts, &mut rx, conn).await;
+        let end = session(&state, &opts, &mut rx, &pings, conn).await;
         state.connected.send_replace(false);
         state.fail_waiters();
         let error = match end {
@@ -71,11 +77,12 @@ async fn session(
     state: &State,
     opts: &ConnectOptions,
     rx: &mut mpsc::Receiver<Bytes>,
+    pings: &mpsc::WeakSender<Bytes>,
     conn: Connection,
 ) -> End {
     let (io, buf) = conn.into_parts();
     let (r, mut w) = tokio::io::split(io);
-    let restore = match state.restore_frames() {
+    let restore = match state.restore_frames(&opts.name) {
         Ok(r) => r,
         Err(e) => return End::Lost(e),
     };
@@ -84,17 +91,85 @@ async fn session(
     }
     state.connected.send_replace(true);
 
-    let reader = read_loop(state, r, buf, opts.max_frame);
+    let heard = Heard::new();
+    let reader = read_loop(state, r, buf, opts.max_frame, &heard);
     tokio::pin!(reader);
     // Cancel safety: `read_loop` keeps partial frames in its own buffer and `write_loop` only
-    // loses a batch it was writing when the other side has failed, i.e. the socket is dead.
+    // loses a batch it was writing when the other side has failed, i.e. the socket is dead;
+    // `keepalive` holds nothing but its counts, which die with the connection.
     tokio::select! {
         e = &mut reader => return End::Lost(e),
         res = write_loop(state, rx, &mut w) => if let Err(e) = res { return End::Lost(e) },
+        e = keepalive(state, opts, pings, &heard) => return End::Lost(e),
     }
     // Goodbye said: read on until the broker has sent everything queued for us and closed.
     let _ = tokio::time::timeout(CLOSE_WAIT, &mut reader).await;
     End::Closed
+}
+
+/// When the broker was last heard from on this connection, and keepalive pings sent since.
+struct Heard {
+    start: Instant,
+    /// Milliseconds after `start` of the last read.
+    at: AtomicU64,
+    /// Pings sent since then.
+    pings: AtomicU32,
+}
+
+impl Heard {
+    fn new() -> Self {
+        Heard {
+            start: Instant::now(),
+            at: AtomicU64::new(0),
+            pings: AtomicU32::new(0),
+        }
+    }
+
+    fn now(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.at.store(ms, Ordering::Relaxed);
+        self.pings.store(0, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.at.load(Ordering::Relaxed))
+    }
+}
+
+/// Keepalive, as NATS clients do it but only on an otherwise idle connection: `ping_interval`
+/// after the last read, a `$ping`; another every `ping_interval` while nothing comes; once
+/// `max_outstanding_pings` are out for another interval, the connection is dead. So a broker
+/// that stops answering (stopped, frozen, its host gone without a FIN: the kernel keeps the
+/// socket open) is noticed within `ping_interval * (max_outstanding_pings + 1)` of its last
+/// word. A ping that finds the send queue full counts as sent: a queue that does not drain is
+/// no sign of life. Never returns while keepalive is off.
+async fn keepalive(
+    state: &State,
+    opts: &ConnectOptions,
+    pings: &mpsc::WeakSender<Bytes>,
+    heard: &Heard,
+) -> Error {
+    let every = opts.ping_interval;
+    if every.is_zero() {
+        return std::future::pending().await;
+    }
+    loop {
+        let sent = heard.pings.load(Ordering::Relaxed);
+        let due = heard.last() + every * (sent + 1);
+        if Instant::now() < due {
+            tokio::time::sleep_until(due).await;
+            continue;
+        }
+        if sent >= opts.max_outstanding_pings {
+            return Error::Unresponsive(heard.last().elapsed());
+        }
+        heard.pings.store(sent + 1, Ordering::Relaxed);
+        let token = state.tokens.fetch_add(1, Ordering::Relaxed);
+        if let (Some(tx), Ok(ping)) = (pings.upgrade(), wire::pickled_frame(&("$ping", token))) {
+            // Its `$pong` matches no waiter: any frame read is the sign of life.
+            let _ = tx.try_send(ping);
+        }
+    }
 }
 
 /// Reads and routes until the connection ends; returns why.
@@ -103,6 +178,7 @@ async fn read_loop(
     mut r: ReadHalf<Box<dyn Io>>,
     mut buf: BytesMut,
     max_frame: u64,
+    heard: &Heard,
 ) -> Error {
     let mut scanner = Scanner::with_limit(Scanner::DEFAULT_LIMIT);
     loop {
@@ -120,7 +196,7 @@ async fn read_loop(
         }
         match r.read_buf(&mut buf).await {
             Ok(0) => return Error::Closed,
-            Ok(_) => {}
+            Ok(_) => heard.now(),
             Err(e) => return e.into(),
         }
     }

@@ -70,6 +70,13 @@ pub enum Error {
     /// The connection dropped while this request waited; the client is reconnecting.
     #[error("disconnected while waiting; reconnecting")]
     Disconnected,
+    /// The connection name is not 1 to 64 printable characters.
+    #[error("invalid connection name {0:?}: {1}")]
+    Name(String, mphub_protocol::name::NameError),
+    /// Keepalive: the broker sent nothing for this long, pings included; the connection is
+    /// treated as lost.
+    #[error("no answer from the broker for {0:?} (keepalive pings unanswered)")]
+    Unresponsive(Duration),
     /// The broker sent a frame this client does not understand.
     #[error("unexpected frame: {0}")]
     Unexpected(String),

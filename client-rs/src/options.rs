@@ -15,6 +15,9 @@ pub struct ConnectOptions {
     pub(crate) max_pending: usize,
     pub(crate) send_queue: usize,
     pub(crate) max_frame: u64,
+    pub(crate) name: String,
+    pub(crate) ping_interval: Duration,
+    pub(crate) max_outstanding_pings: u32,
     pub(crate) tls: Option<crate::tls::Config>,
 }
 
@@ -30,6 +33,9 @@ impl std::fmt::Debug for ConnectOptions {
             .field("max_pending", &self.max_pending)
             .field("send_queue", &self.send_queue)
             .field("max_frame", &self.max_frame)
+            .field("name", &self.name)
+            .field("ping_interval", &self.ping_interval)
+            .field("max_outstanding_pings", &self.max_outstanding_pings)
             .field("tls", &self.tls.is_some())
             .finish()
     }
@@ -47,14 +53,50 @@ impl Default for ConnectOptions {
             max_pending: 65_536,
             send_queue: 8_192,
             max_frame: crate::connection::DEFAULT_MAX_FRAME,
+            name: default_name(),
+            ping_interval: Duration::from_secs(20),
+            max_outstanding_pings: 2,
             tls: None,
         }
     }
 }
 
+/// The program's name and pid, `loadgen[4242]`: what a client calls its connection unless told
+/// otherwise (as the Python client does).
+fn default_name() -> String {
+    let prog = std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default();
+    let prog: String = prog
+        .chars()
+        .map(|c| {
+            if mphub_protocol::name::check(&c.to_string()).is_ok() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    let prog = if prog.is_empty() {
+        "rust".to_owned()
+    } else {
+        prog
+    };
+    let pid = format!("[{}]", std::process::id());
+    let keep = mphub_protocol::name::MAX_NAME.saturating_sub(pid.len());
+    prog.chars().take(keep).chain(pid.chars()).collect()
+}
+
 impl ConnectOptions {
     /// The defaults: no authkey, reconnect on (60 attempts, 50 ms doubling to 2 s), 65,536
-    /// pending messages per subscription, 8,192 queued outgoing frames, 64 MiB frames.
+    /// pending messages per subscription, 8,192 queued outgoing frames, 64 MiB frames, named
+    /// after the program and its pid, keepalive pings after 20 s of silence (2 unanswered:
+    /// dead).
     pub fn new() -> Self {
         Self::default()
     }
@@ -111,6 +153,32 @@ impl ConnectOptions {
     /// Largest frame accepted from the broker (default 64 MiB; match the broker's).
     pub fn max_frame(mut self, bytes: u64) -> Self {
         self.max_frame = bytes;
+        self
+    }
+
+    /// What the broker's logs and status page call this connection (sent as `$hello` on every
+    /// connect): 1 to 64 printable characters, checked by `connect` ([`Error::Name`]).
+    /// Default: the program's name and pid, `loadgen[4242]`.
+    ///
+    /// [`Error::Name`]: crate::Error::Name
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Keepalive: after this long with nothing from the broker, send a `$ping` (default 20 s;
+    /// zero turns keepalive off). Traffic makes pings unnecessary: any frame received counts.
+    pub fn ping_interval(mut self, every: Duration) -> Self {
+        self.ping_interval = every;
+        self
+    }
+
+    /// Unanswered keepalive pings after which, one `ping_interval` later, the connection is
+    /// dead: it is closed and re-established as after any loss, subscriptions restored
+    /// (default 2). A broker that stops answering is noticed within
+    /// `ping_interval * (max_outstanding_pings + 1)`.
+    pub fn max_outstanding_pings(mut self, n: u32) -> Self {
+        self.max_outstanding_pings = n;
         self
     }
 

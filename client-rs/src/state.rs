@@ -213,11 +213,18 @@ impl State {
         Ok((frame, rx))
     }
 
-    /// The `$sub` frames that restore every key on a new connection.
-    pub(crate) fn restore_frames(&self) -> Result<Vec<u8>> {
+    /// What goes first on a new connection: the `$hello` naming it, then the `$sub` frames
+    /// that restore every key. Their answers come back in this order.
+    pub(crate) fn restore_frames(&self, name: &str) -> Result<Vec<u8>> {
         let keys = self.router().keys();
         let mut acks = lock(&self.acks);
-        let mut out = Vec::new();
+        let mut out = wire::hello(name)?.to_vec();
+        // A broker from before `$hello` answers `$error`, which this entry takes (and logs).
+        acks.push_back(Ack {
+            op: "$hello",
+            key: (name.to_owned(), None),
+            tx: None,
+        });
         for key in keys {
             out.extend_from_slice(&wire::interest("$sub", &key.0, key.1.as_deref())?);
             acks.push_back(Ack {

@@ -88,10 +88,18 @@ pub(crate) fn interest(op: &str, pattern: &str, group: Option<&str>) -> Result<B
     }
 }
 
+/// `("$hello", {"name": name})`: names the connection.
+pub(crate) fn hello(name: &str) -> Result<Bytes> {
+    let mut dict = std::collections::BTreeMap::new();
+    dict.insert("name", name);
+    pickled_frame(&("$hello", dict))
+}
+
 /// A broker reply, decoded.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Reply {
-    /// `("$ok", request)`: the request as (op, pattern, group).
+    /// `("$ok", request)`: the request as (op, pattern, group); for `$hello`, the name as the
+    /// pattern.
     Ok(String, String, Option<String>),
     /// `("$pong", token)` with an integer token.
     Pong(i64),
@@ -108,6 +116,12 @@ pub(crate) fn reply(body: &[u8]) -> Result<Reply> {
     match items.as_slice() {
         [Value::String(t), Value::Tuple(req)] if t == "$ok" => match req.as_slice() {
             [Value::String(op), Value::String(p)] => Ok(Reply::Ok(op.clone(), p.clone(), None)),
+            [Value::String(op), Value::Dict(d)] if op == "$hello" => {
+                match d.get(&serde_pickle::HashableValue::String("name".into())) {
+                    Some(Value::String(name)) => Ok(Reply::Ok(op.clone(), name.clone(), None)),
+                    _ => Err(unexpected()),
+                }
+            }
             [Value::String(op), Value::Tuple(pg)] => match pg.as_slice() {
                 [Value::String(p), Value::String(g)] => {
                     Ok(Reply::Ok(op.clone(), p.clone(), Some(g.clone())))
@@ -163,6 +177,16 @@ mod tests {
         );
         let pong = pickled_frame(&("$pong", 7)).expect("pickle");
         assert_eq!(reply(body(&pong)).expect("reply"), Reply::Pong(7));
+        let hello = hello("w").expect("pickle");
+        assert_eq!(
+            mphub_protocol::classify(body(&hello)),
+            mphub_protocol::Envelope::Hello { has_code: false }
+        );
+        let ok = mphub_protocol::reply::hello("w");
+        assert_eq!(
+            reply(body(&ok)).expect("reply"),
+            Reply::Ok("$hello".into(), "w".into(), None)
+        );
         let err = pickled_frame(&("$error", "no")).expect("pickle");
         assert_eq!(reply(body(&err)).expect("reply"), Reply::Error("no".into()));
     }

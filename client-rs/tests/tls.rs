@@ -18,9 +18,25 @@ use mphub_client::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use mphub_client::rustls::{ClientConfig, RootCertStore};
 use mphub_client::{Client, ConnectOptions, Error};
 
+/// A temporary directory of certificates, removed when the test ends.
+struct Pki(PathBuf);
+
+impl std::ops::Deref for Pki {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A directory with a CA (`ca.pem`), a server certificate for localhost and 127.0.0.1
 /// (`server.pem`, `server.key`) and a client certificate (`client.pem`, `client.key`).
-fn pki(name: &str) -> PathBuf {
+fn pki(name: &str) -> Pki {
     let dir = std::env::temp_dir().join(format!("mphub-tls-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let openssl = |args: &[&str]| {
@@ -91,7 +107,7 @@ fn pki(name: &str) -> PathBuf {
             &extfile,
         ]);
     }
-    dir
+    Pki(dir)
 }
 
 async fn tls_broker(dir: &Path, client_ca: bool) -> mphub_broker::Broker {

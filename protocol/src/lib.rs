@@ -13,6 +13,7 @@
 //!   batch into typed ops that borrows from the body, and the encoder clients use.
 //! - [`topic`]: topic, pattern and queue-group rules and wildcard matching.
 //! - [`reply`]: the broker's `$ok`, `$pong` and `$error` replies.
+//! - [`name`]: connection names (`$hello`).
 //! - [`error`]: one error enum per layer.
 //!
 //! Nothing here depends on an async runtime except [`io`].
@@ -24,6 +25,7 @@ pub mod handshake;
 #[cfg(feature = "tokio")]
 pub mod io;
 pub mod metrics;
+pub mod name;
 pub mod reply;
 pub mod topic;
 

@@ -33,6 +33,20 @@ pub fn ok(op: &str, args: &Interest<'_>) -> Bytes {
     ]))
 }
 
+/// `("$ok", ("$hello", {"name": name}))`: the `$hello` request as the broker took it (keys other
+/// than `name` are ignored, so they are not echoed).
+pub fn hello(name: &str) -> Bytes {
+    let mut dict = std::collections::BTreeMap::new();
+    dict.insert(
+        serde_pickle::HashableValue::String("name".into()),
+        text(name),
+    );
+    framed(&Value::Tuple(vec![
+        text("$ok"),
+        Value::Tuple(vec![text("$hello"), Value::Dict(dict)]),
+    ]))
+}
+
 /// `("$pong", token)`.
 pub fn pong(token: &Token<'_>) -> Bytes {
     let token = match token {
@@ -80,6 +94,16 @@ mod tests {
         }
         let p = pong(&Token::Str(Cow::Borrowed("t")));
         assert!(matches!(classify(body(&p)), Envelope::Invalid(r) if r.contains("$pong")));
+    }
+
+    #[test]
+    fn a_hello_is_echoed_with_its_name() {
+        let v: Value = serde_pickle::value_from_slice(body(&hello("w-1")), Default::default())
+            .expect("a pickle");
+        assert_eq!(
+            format!("{v}"),
+            "(\"$ok\", (\"$hello\", {\"name\": \"w-1\"}))"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 """Debian's nats-server on loopback for the cluster tests: one server or a routed cluster."""
 
+import json
 import os
 import shutil
 import signal
@@ -7,6 +8,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import urllib.request
 
 
 def free_port():
@@ -26,6 +28,7 @@ class NatsServer:
         """`conf`: text of a configuration file (nats-server -c) for settings without a flag."""
         self.name = name
         self.port = port or free_port()
+        self.monitor_port = free_port()  # nats-server's HTTP monitoring (-m), for `interest`
         self.cluster_port = cluster_port
         self.routes = list(routes)
         self.extra = list(extra)
@@ -43,7 +46,8 @@ class NatsServer:
 
     def start(self, timeout=20):
         """Starts the server and returns once it logs that it is ready."""
-        args = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-n", self.name, *self.extra]
+        args = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.monitor_port),
+                "-n", self.name, *self.extra]
         if self.cluster_port:
             args += ["--cluster_name", "mphub-test", "--cluster", f"nats://127.0.0.1:{self.cluster_port}"]
             if self.routes:
@@ -61,6 +65,14 @@ class NatsServer:
         if not ready.wait(timeout) or self.proc.poll() is not None:
             self.stop()
             raise RuntimeError(f"nats-server {self.name} did not start")
+
+    def interest(self, subject):
+        """The subscriptions of this server's clients that a message published on `subject` to it
+        now reaches, read by nats-server's monitoring (`/subsz?test=`) from the very subscription
+        list it routes with: `[{"subject": ..., "qgroup": ..., "cid": ...}, ...]`."""
+        url = f"http://127.0.0.1:{self.monitor_port}/subsz?subs=1&test={subject}"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return json.load(r).get("subscriptions_list", [])
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

@@ -1,16 +1,18 @@
 //! What a client's frames ask for, one function per message (as mini-redis keeps one file per
 //! command): `publish.rs`, `subscribe.rs` (`$sub` and `$unsub`), `ping.rs`, `metrics.rs`
-//! (`$metrics`). [`Session::handle`] classifies a frame and calls the one that applies.
+//! (`$metrics`), `hello.rs` (`$hello`). [`Session::handle`] classifies a frame and calls the one
+//! that applies.
 //!
 //! Commands do no I/O: they route, change the index, and queue replies on the connection's
 //! outbox. The reader (`connection/`) feeds them frames and folds their counts once per batch.
 
+mod hello;
 mod metrics;
 mod ping;
 mod publish;
 mod subscribe;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,10 +21,12 @@ use prometheus::local::LocalHistogram;
 use tracing::debug;
 
 use crate::config::{Config, User};
+use crate::connections::{held, unheld, Entry, Held};
 use crate::index::Recent;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::route::{Forward, Router, Tally};
+use crate::topics::{Sampler, Topics};
 use crate::worker_metrics;
 
 /// What commands need from the broker: a narrow handle, cheap to clone.
@@ -36,6 +40,8 @@ pub struct Services {
     pub workers: Arc<worker_metrics::Store>,
     /// Where publishes go beyond this node (the cluster bridge), if anywhere.
     pub forward: Option<Arc<dyn Forward>>,
+    /// Sampled publish topics (the status page's busiest topics).
+    pub topics: Arc<Topics>,
 }
 
 /// Whether the connection goes on after a frame.
@@ -45,27 +51,6 @@ pub enum Flow {
     Continue,
     /// The client said `"close"`: flush what is queued for it and close.
     Goodbye,
-}
-
-/// A subscription a connection holds, as one string: the pattern, then a space and the queue
-/// group if any (neither can hold whitespace). One allocation per subscription, a third of a
-/// `(String, Option<String>)`, for connections that hold thousands.
-type Held = Box<str>;
-
-/// The [`Held`] form of a pattern and group.
-fn held(pattern: &str, group: Option<&str>) -> Held {
-    match group {
-        None => pattern.into(),
-        Some(g) => format!("{pattern} {g}").into(),
-    }
-}
-
-/// The pattern and group of a [`Held`].
-fn unheld(h: &str) -> (&str, Option<&str>) {
-    match h.split_once(' ') {
-        Some((pattern, group)) => (pattern, Some(group)),
-        None => (h, None),
-    }
 }
 
 /// Topics a restricted publisher's permission was decided for, kept per connection so the
@@ -124,9 +109,11 @@ pub struct Session<'a> {
     user: Arc<User>,
     /// Publish verdicts per topic, for a user with publish rules.
     verdicts: HashMap<Box<str>, bool>,
+    /// The connection as introspection sees it: its subscriptions, name and counts live there.
+    conn: &'a Arc<Entry>,
     outbox: &'a Arc<Outbox>,
     scanner: Scanner,
-    subs: HashSet<Held>,
+    sampler: Sampler,
     received: u64,
     received_bytes: u64,
     received_total: u64,
@@ -152,13 +139,14 @@ pub struct Session<'a> {
 const RESTAMP_AFTER: u64 = 16;
 
 impl<'a> Session<'a> {
-    /// A session for `user`'s connection whose outbox is `outbox`.
+    /// A session for `user`'s connection `conn`.
     pub fn new(
         services: &'a Services,
         config: Arc<Config>,
         user: Arc<User>,
-        outbox: &'a Arc<Outbox>,
+        conn: &'a Arc<Entry>,
     ) -> Self {
+        let outbox = &conn.outbox;
         outbox.set_deny(&user.permissions.deny_subscribe);
         let timing = config.settings.metrics.addr().is_some();
         Session {
@@ -166,9 +154,10 @@ impl<'a> Session<'a> {
             config,
             user,
             verdicts: HashMap::new(),
+            conn,
             outbox,
             scanner: Scanner::default(),
-            subs: HashSet::new(),
+            sampler: Sampler::new(outbox.id),
             received: 0,
             received_bytes: 0,
             received_total: 0,
@@ -210,6 +199,7 @@ impl<'a> Session<'a> {
             Envelope::Unsubscribe(i) => subscribe::unsubscribe(self, &i),
             Envelope::Ping(token) => ping::ping(self, &token),
             Envelope::Metrics { has_code } => metrics::metrics(self, frame.body(), has_code),
+            Envelope::Hello { .. } => hello::hello(self, frame.body()),
             Envelope::Close => return Flow::Goodbye,
             Envelope::Invalid(reason) => {
                 debug!(%reason, "invalid message");
@@ -287,6 +277,11 @@ impl<'a> Session<'a> {
         self.outbox
     }
 
+    /// The connection as introspection sees it.
+    pub fn conn(&self) -> &Arc<Entry> {
+        self.conn
+    }
+
     /// A reload brought `new`: the connection follows it from its next frame. Its user's new
     /// permissions apply (subscriptions they no longer allow are removed, each answered with a
     /// `permission denied` error), as do the new limits. `Err` when the user is gone or has
@@ -307,16 +302,19 @@ impl<'a> Session<'a> {
             .set_limits(s.outbound_limit.bytes(), s.slow_consumer);
         self.outbox.set_deny(&user.permissions.deny_subscribe);
         self.verdicts.clear();
-        let revoked: Vec<Held> = self
-            .subs
-            .iter()
-            .filter(|h| !user.permissions.may_subscribe(unheld(h).0))
-            .cloned()
-            .collect();
+        let revoked: Vec<Held> = {
+            let mut subs = self.conn.subscriptions();
+            let revoked = subs
+                .iter()
+                .filter(|h| !user.permissions.may_subscribe(unheld(h).0))
+                .cloned()
+                .collect();
+            subs.retain(|h| user.permissions.may_subscribe(unheld(h).0));
+            revoked
+        };
         self.user = user;
         self.config = new;
         for h in revoked {
-            self.subs.remove(&h);
             let (pattern, group) = unheld(&h);
             self.services
                 .router
@@ -337,6 +335,7 @@ impl<'a> Session<'a> {
         if self.received > 0 {
             m.messages_received.inc_by(self.received);
             m.bytes_received.inc_by(self.received_bytes);
+            self.conn.fold_received(self.received, self.received_bytes);
             self.received_total += self.received;
             self.received = 0;
             self.received_bytes = 0;
@@ -352,7 +351,8 @@ impl<'a> Session<'a> {
     /// The connection ends: its subscriptions and `live*` worker gauges go.
     pub fn close(&mut self) {
         self.fold();
-        for h in std::mem::take(&mut self.subs) {
+        let held = std::mem::take(&mut *self.conn.subscriptions());
+        for h in held {
             let (pattern, group) = unheld(&h);
             self.services
                 .router

@@ -12,6 +12,9 @@ pub(super) fn publish(s: &mut Session<'_>, topic: &str, frame: &Frame) {
         s.deny(Action::Publish, topic);
         return;
     }
+    if s.sampler.pick() {
+        s.services.topics.record(topic);
+    }
     let services = s.services;
     let at = s.routing_stamp();
     let matches = services.router.lookup_recent(topic, &mut s.recent);

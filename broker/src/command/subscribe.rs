@@ -15,15 +15,19 @@ pub(super) fn subscribe(s: &mut Session<'_>, i: &Interest<'_>) {
     }
     let key = held(&i.pattern, i.group.as_deref());
     let max = s.config.settings.max_subscriptions.get();
-    if !s.subs.contains(&key) && s.subs.len() >= max {
+    let mut subs = s.conn.subscriptions();
+    if !subs.contains(&key) && subs.len() >= max {
         let reason = format!(
             "subscription limit reached: this connection holds {} (max_subscriptions)",
-            s.subs.len()
+            subs.len()
         );
+        drop(subs);
         s.refuse("invalid_message", &reason);
         return;
     }
-    if s.subs.insert(key) {
+    let new = subs.insert(key);
+    drop(subs);
+    if new {
         s.services
             .router
             .index()
@@ -35,11 +39,8 @@ pub(super) fn subscribe(s: &mut Session<'_>, i: &Interest<'_>) {
 /// Unsubscribes; answered `$ok` whether or not the connection held it.
 pub(super) fn unsubscribe(s: &mut Session<'_>, i: &Interest<'_>) {
     let key = held(&i.pattern, i.group.as_deref());
-    if s.subs.remove(&key) {
-        if s.subs.capacity() > 4 * s.subs.len() + 64 {
-            // Give back what a burst of subscriptions took, once most are gone.
-            s.subs.shrink_to_fit();
-        }
+    let was_held = s.conn.subscriptions().remove(&key);
+    if was_held {
         s.services
             .router
             .index()

@@ -87,6 +87,10 @@ pub struct Settings {
     /// Seconds allowed at shutdown to flush queued messages. Default 5.
     #[arg(long, value_name = "SECONDS", required = false)]
     pub shutdown_timeout: Seconds,
+    /// TCP keepalive on client connections: seconds of silence before the kernel probes a peer,
+    /// and between probes (a vanished peer is dropped after about ten). Default 30.
+    #[arg(long, value_name = "SECONDS", required = false)]
+    pub keepalive: Seconds,
     /// Log filter: error, warn, info, debug, trace (or a tracing directive). Default info.
     #[arg(long, value_name = "LEVEL", required = false)]
     pub log_level: String,
@@ -153,6 +157,7 @@ impl Default for Settings {
             frame_timeout: Seconds::whole(60),
             arriving_limit: Size(256 << 20),
             shutdown_timeout: Seconds::whole(5),
+            keepalive: Seconds::whole(30),
             log_level: "info".into(),
             log_format: LogFormat::Text,
             cluster: Urls::default(),

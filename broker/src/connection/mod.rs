@@ -19,7 +19,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::command::{Services, Session};
 use crate::config::{Config, User};
-use crate::connections::Connections;
+use crate::connections::{Connections, Entry};
 use crate::net::{HandshakeRead, ReadHalf, Stream, WriteHalf};
 use crate::outbox::Outbox;
 use crate::shutdown::Shutdown;
@@ -45,12 +45,22 @@ pub struct Context {
 /// Serves one accepted connection to its end. `peer_addr` is the remote address, printable;
 /// with `tls` the stream is TCP and starts with a TLS handshake.
 pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64, tls: bool) {
-    let span = tracing::info_span!("conn", id, user = tracing::field::Empty);
+    // `name` is recorded when the client says `$hello` (command/hello.rs).
+    let span = tracing::info_span!(
+        "conn",
+        id,
+        user = tracing::field::Empty,
+        name = tracing::field::Empty
+    );
     async move {
         let started = Instant::now();
         let mut config_rx = ctx.config.clone();
         let config = config_rx.borrow_and_update().clone();
         let metrics = &ctx.services.metrics;
+        // On the TCP socket itself, before TLS (if any) wraps it.
+        if let Err(e) = stream.set_keepalive(config.settings.keepalive.duration()) {
+            tracing::debug!(error = %e, "cannot turn on TCP keepalive");
+        }
         // The TLS handshake and the HMAC handshake share one deadline.
         let deadline = tokio::time::Instant::now() + config.settings.handshake_timeout.duration();
         let stream = match (tls, stream) {
@@ -108,9 +118,10 @@ pub async fn serve(ctx: Arc<Context>, stream: Stream, peer_addr: String, id: u64
             metrics.clone(),
             timing,
         ));
-        ctx.connections.insert(outbox.clone(), config.clone());
+        let entry = Entry::new(outbox.clone(), config.clone(), &user, peer_addr.clone());
+        let entry = ctx.connections.insert(entry);
 
-        let mut session = Session::new(&ctx.services, config.clone(), user, &outbox);
+        let mut session = Session::new(&ctx.services, config.clone(), user, &entry);
         let why = reader::read_loop(&mut session, &ctx, &mut config_rx, &mut r, &mut buf).await;
         session.close();
         let received = session.received_total();

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable, Optional, Tuple, Union
 
 from ._address import Address
 from ._wire import HANDSHAKE_FRAME_LIMIT, ClientHandshake, frame
-from .errors import AuthenticationError, ConnectionClosed, TimeoutError
+from .errors import AuthenticationError, ConnectionClosed, HandshakeTimeout, TimeoutError
 
 if TYPE_CHECKING:  # the threaded client does not pay for importing asyncio (nor ssl without TLS)
     import asyncio
@@ -39,6 +39,18 @@ def authkey_from_env(authkey: Optional[bytes]) -> Optional[bytes]:
     if env:
         return env.encode()
     return None
+
+
+def _handshake_timeout(address: Address, timeout: float, hs: ClientHandshake) -> TimeoutError:
+    """The error for a handshake that got no answer in time, saying what most likely happened."""
+    if hs.awaiting_challenge:
+        return HandshakeTimeout(
+            f"handshake with {address}: no challenge within {timeout}s. The broker most likely "
+            "runs without an authkey while this client has one: connect without a key (no "
+            "authkey= and no MPHUB_AUTHKEY), or start the broker with the same key "
+            "(--authkey-file or MPHUB_AUTHKEY). Else it is stopped or overloaded"
+        )
+    return TimeoutError(f"handshake with {address}: no answer within {timeout}s")
 
 
 def _small_frame_size(head: bytes) -> int:
@@ -105,7 +117,7 @@ def open_socket(address: Address, authkey: Optional[bytes], timeout: float) -> s
                 for body in hs.step(_recv_exact(sock, _small_frame_size(_recv_exact(sock, 4)))):
                     sock.sendall(frame(body))
         except socket.timeout as e:
-            raise TimeoutError(f"handshake with {address}: no answer within {timeout}s") from e
+            raise _handshake_timeout(address, timeout, hs) from e
         except OSError as e:
             raise AuthenticationError(f"handshake with {address} failed: {e}") from e
         sock.settimeout(None)
@@ -141,8 +153,9 @@ async def open_streams(
         raise ConnectionClosed(f"cannot connect to {address}: {e.strerror or e}") from e
     recv: Callable[[int], Awaitable[bytes]] = reader.readexactly
 
+    hs = ClientHandshake(authkey)
+
     async def handshake() -> None:
-        hs = ClientHandshake(authkey)
         for body in hs.start():
             writer.write(frame(body))
         while not hs.done:
@@ -153,7 +166,7 @@ async def open_streams(
         await asyncio.wait_for(handshake(), timeout)
     except asyncio.TimeoutError as e:
         writer.close()
-        raise TimeoutError(f"handshake with {address}: no answer within {timeout}s") from e
+        raise _handshake_timeout(address, timeout, hs) from e
     except (OSError, asyncio.IncompleteReadError) as e:
         writer.close()
         raise AuthenticationError(f"handshake with {address} failed: {e}") from e

@@ -13,7 +13,11 @@ wait and run a timer. Everything they decide alike is decided here, once:
   metrics, then what was buffered meanwhile), what a loss fails, whether and how to reconnect
   (`_reconnect.ReconnectPlan`), giving up;
 - what each control frame from the broker means (`_on_control`);
-- what is done on a timer (`tick`): worker metrics every `metrics_interval`.
+- what is done on a timer (`tick`): worker metrics every `metrics_interval`, and keepalive:
+  after `ping_interval` with nothing received, a `$ping`; past `max_outstanding_pings`
+  unanswered, the connection is dead (`kill`), and the driver's loss path takes over;
+- `("$hello", {"name": ...})` first on every connect, so the broker's logs and status page
+  name the connection.
 
 Drivers wait on waiters the core makes with their factory (a `threading.Event` in
 `client.EventWaiter`, an asyncio future in `aio.FutureWaiter`); the core only calls
@@ -23,11 +27,6 @@ from one thread (the asyncio hub's loop: a publish then takes no lock at all). W
 callbacks called outside it.
 
 Where features to come belong, so that both hubs get them at once:
-- `("$hello", {"name": ...})` on every connect: the first frame `on_connect` returns, its
-  `$ok` expected in `_acks` ahead of the restored keys';
-- keepalive: `tick` buffers a `$ping` after `ping_interval` of silence (its token in
-  `_pongs`) and, past `max_outstanding_pings` unanswered, tells the driver the connection is
-  dead; the driver closes it and `lose`/`ReconnectPlan` take over as after any loss;
 - TLS: the drivers' connection setup (`_connect`); nothing here changes;
 - a frame size the broker announces: a second limit beside `max_frame` in `put`, warned
   about instead of refused.
@@ -41,6 +40,7 @@ import os
 import pickle
 import struct
 import threading
+import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Generic, List, Optional, Protocol, Tuple, TypeVar, Union
 
@@ -68,6 +68,7 @@ NOW = 2  # write now, from the caller
 
 _pack_len = struct.Struct("!i").pack
 _dumps = pickle.dumps
+_monotonic = time.monotonic
 _CLOSE = pickle.dumps("close")  # the goodbye of the seed's convention (PROTOCOL §4)
 
 
@@ -78,6 +79,20 @@ class Waiter(Protocol):
 
 
 W = TypeVar("W", bound=Waiter)
+
+
+class _HelloAck:
+    """Where the broker's answer to `$hello` goes: nobody waits for it. A broker from before
+    `$hello` answers `$error`; the connection works all the same, so that is only logged."""
+
+    __slots__ = ()
+
+    def set(self, value: Any = None, error: Optional[BaseException] = None) -> None:
+        if error is not None:
+            log.debug("mphub: the broker did not take the connection's name: %s", error)
+
+
+_HELLO_ACK = _HelloAck()
 
 
 def wire_arg(key: Key) -> Any:
@@ -139,9 +154,12 @@ Lock = Union["threading.Lock", NoLock]
 
 class Core(Generic[W]):
     """One hub's state. The driver gives it a waiter factory, `report` (the hub's `on_error`
-    path), `start_timer` (called once, when `tick` first has work) and its `lock` (see the
-    module's doc); the options are the hub's (see `mphub.Hub`), `idle` is the flavour's quiet
-    spell after which a publish is written at once (`put`)."""
+    path), `start_timer` (called when `tick` has work: at the first worker metric, and on each
+    connect while keepalive is on; the driver starts its timer, or wakes it if it runs), its
+    `lock` (see the module's doc) and `kill` (close the connection now: keepalive found it
+    dead); the options are the hub's (see `mphub.Hub`), `idle` is the flavour's quiet spell
+    after which a publish is written at once (`put`). Without `name` no `$hello` is sent;
+    `ping_interval` 0 turns keepalive off."""
 
     def __init__(
         self,
@@ -160,9 +178,14 @@ class Core(Generic[W]):
         reconnect_buffer: int,
         pickle_protocol: int,
         metrics_interval: float,
+        name: Optional[str] = None,
+        ping_interval: float = 0.0,
+        max_outstanding_pings: int = 2,
+        kill: Optional[Callable[[], None]] = None,
         loads: Callable[[Any], Any] = pickle.loads,
     ) -> None:
         self.address = address
+        self.name = name
         self.max_frame = max_frame
         self.protocol = pickle_protocol
         self.reconnect = reconnect
@@ -176,6 +199,7 @@ class Core(Generic[W]):
         self.inbox: Optional[Inbox] = None
         self._new_waiter = new_waiter
         self._report = report
+        self._start_timer = start_timer
         self._idle = idle
         self._flush_size = flush_size
         self._offline_limit = reconnect_buffer
@@ -186,7 +210,7 @@ class Core(Generic[W]):
         self.put: Callable[[bytes, float], int] = self._put if lock is NO_LOCK else self._put_locked
         self._subs: List[Any] = []
         self._keys: Dict[Key, int] = {}
-        self._acks: Deque[Optional[W]] = deque()  # one per $sub/$unsub sent, in order
+        self._acks: Deque[Optional[Waiter]] = deque()  # one per $hello/$sub/$unsub sent, in order
         self._pongs: Dict[Any, W] = {}
         self._ready: List[W] = []  # waiting for a connection
         self._replies: Dict[str, W] = {}
@@ -199,6 +223,13 @@ class Core(Generic[W]):
         self._splitter = FrameSplitter(max_frame)
         self._control = self._on_control  # bound once: `receive` passes them every chunk
         self._bad = self._on_bad
+        # Keepalive: when something last arrived, and `$ping`s sent since without an answer.
+        self._ping_interval = ping_interval
+        self._max_pings = max_outstanding_pings
+        self._kill = kill
+        self._heard = 0.0
+        self._outstanding = 0
+        self.dead: Optional[BaseException] = None  # why keepalive killed the connection
         self._loads = loads  # pickle.loads, or a PayloadPolicy's restricted one
 
     # ------------------------------------------------------------------ the write buffer
@@ -405,6 +436,9 @@ class Core(Generic[W]):
         (`data` is empty), or sent something that is not a frame."""
         if not data:
             return ConnectionClosed("the broker closed the connection")
+        # Anything from the broker shows it is alive (keepalive; see `tick`).
+        self._heard = _monotonic()
+        self._outstanding = 0
         try:
             bodies = self._splitter.feed(data)
         except ProtocolError as e:
@@ -449,14 +483,18 @@ class Core(Generic[W]):
         """A connection is up and authenticated: what to write on it first, or None if the hub
         is closing (drop the connection).
 
-        Every key's `$sub` (their answers come first), all worker metrics again, then what was
-        buffered meanwhile, minus `$sub`/`$unsub` frames a lost connection never sent: the
-        keys say what holds now, and a late `$unsub` would undo a key restored before it.
+        The `$hello` naming the connection, every key's `$sub` (their answers come first), all
+        worker metrics again, then what was buffered meanwhile, minus `$sub`/`$unsub` frames a
+        lost connection never sent: the keys say what holds now, and a late `$unsub` would
+        undo a key restored before it.
         """
         with self._lock:
             if self.closing:
                 return None
             out = bytearray()
+            if self.name is not None:
+                out += self._frame(("$hello", {"name": self.name}))
+                self._acks.append(_HELLO_ACK)
             for key in self._keys:
                 out += self._frame(("$sub", wire_arg(key)))
                 self._acks.append(None)
@@ -468,15 +506,21 @@ class Core(Generic[W]):
             out += self._wbuf[pos:]
             self._wbuf, self._asks, self._write_due = bytearray(), [], False
             self.connected = True
+            self.dead = None
+            self._heard, self._outstanding = _monotonic(), 0
             ready, self._ready = self._ready, []
         for w in ready:
             w.set()
+        if self._ping_interval > 0:
+            self._start_timer()
         return out
 
     def lose(self, error: BaseException) -> bool:
         """The connection ended with `error`: fail what waited for an answer on it. True if the
-        driver should reconnect; else the hub has given up (see `give_up`)."""
+        driver should reconnect; else the hub has given up (see `give_up`). When keepalive
+        killed the connection, that is the error, whatever the socket said after."""
         with self._lock:
+            error, self.dead = self.dead or error, None
             self.connected = False
             pending = [*self._acks, *self._pongs.values()]
             self._acks.clear()
@@ -538,11 +582,49 @@ class Core(Generic[W]):
         """Do what is due at `now` (monotonic seconds) and return the seconds until the next
         call is due, or None when nothing is scheduled. The driver writes the buffer after.
 
-        Today: pending worker metrics every `metrics_interval` once a metric has changed (not
-        while disconnected: the reconnect sends them all). Keepalive pings belong here too.
+        Pending worker metrics every `metrics_interval` once a metric has changed (not while
+        disconnected: the reconnect sends them all); keepalive (`_keepalive`).
         """
-        if not self.metrics.started or self.closing:
+        if self.closing:
             return None
+        waits = []
+        if self.metrics.started:
+            waits.append(self._metrics_tick(now))
+        if self._ping_interval > 0:
+            waits.append(self._keepalive(now))
+        return min(waits) if waits else None
+
+    def _keepalive(self, now: float) -> float:
+        """Keepalive, as NATS clients do it but only when the connection is otherwise idle:
+        `ping_interval` after the last thing received, a `$ping`; another every `ping_interval`
+        while nothing comes; once `max_outstanding_pings` are unanswered for another
+        `ping_interval`, the connection is dead: `kill` it (the driver's loss path then
+        reconnects as after any loss). So a broker that stopped answering (stopped, frozen,
+        its host gone without a FIN) is noticed within `ping_interval * (max_outstanding_pings
+        + 1)` of the last thing it sent. Any frame resets the count (`receive`); the `$pong`s
+        of these pings match no waiter and are dropped. Returns the seconds until due again."""
+        interval = self._ping_interval
+        with self._lock:
+            if not self.connected:
+                return interval
+            heard, sent = self._heard, self._outstanding
+            due = heard + interval * (sent + 1)
+            if now < due:
+                return due - now
+            if sent < self._max_pings:
+                self._outstanding = sent + 1
+                self._wbuf += self._frame(("$ping", next(self._tokens)))
+                return max(due + interval - now, 0.0)
+            silent = now - heard
+            self.dead = ConnectionClosed(
+                f"no answer from the broker for {silent:.1f}s ({sent} keepalive pings unanswered): "
+                "it stopped or cannot be reached"
+            )
+        if self._kill is not None:
+            self._kill()
+        return interval
+
+    def _metrics_tick(self, now: float) -> float:
         due = self._metrics_due
         if due is not None and now < due:
             return due - now

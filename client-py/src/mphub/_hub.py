@@ -8,7 +8,9 @@ flavour adds its I/O (`_setup`, the methods that write and wait) around one `_co
 from __future__ import annotations
 
 import logging
+import os
 import pickle
+import sys
 from typing import Any, Callable, Generic, Optional, Sequence, Tuple
 
 from ._address import AddressLike, TlsOption, parse
@@ -18,6 +20,36 @@ from ._policy import payload_policy
 from .metrics import Family, options
 
 log = logging.getLogger("mphub")
+
+MAX_NAME = 64  # characters in a connection's name (PROTOCOL §4, `$hello`)
+
+
+def default_name() -> str:
+    """The program's name and pid, as `worker.py[4242]`: what a hub calls its connection
+    unless told otherwise (`python -m pkg` gives `pkg`, `python -c` gives `python`)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    prog = ""
+    if spec is not None and getattr(spec, "name", None):
+        prog = str(spec.name)
+        if prog.endswith(".__main__"):
+            prog = prog[: -len(".__main__")]
+    elif sys.argv and sys.argv[0] not in ("", "-c"):
+        prog = os.path.basename(sys.argv[0])
+    prog = "".join(c if c.isprintable() else "?" for c in prog) or "python"
+    pid = f"[{os.getpid()}]"
+    return prog[: MAX_NAME - len(pid)] + pid
+
+
+def check_name(name: str) -> str:
+    """`name` if the broker will take it: a str of 1 to 64 printable characters."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, not {type(name).__name__}")
+    if not 0 < len(name) <= MAX_NAME:
+        raise ValueError(f"name must be 1 to {MAX_NAME} characters, not {len(name)}")
+    if not name.isprintable():
+        raise ValueError(f"name must be printable: {name!r}")
+    return name
 
 
 class HubBase(Generic[W]):
@@ -45,6 +77,9 @@ class HubBase(Generic[W]):
         on_error: Optional[Callable[[BaseException], Any]] = None,
         pickle_protocol: int = pickle.HIGHEST_PROTOCOL,
         metrics_interval: float = 1.0,
+        name: Optional[str] = None,
+        ping_interval: float = 20.0,
+        max_outstanding_pings: int = 2,
         payloads: str = "any",
         allow_globals: Sequence[str] = (),
         tls: TlsOption = None,
@@ -66,6 +101,15 @@ class HubBase(Generic[W]):
         on_error           callable taking the exception (default: logs it)
         pickle_protocol    protocol for publishes (pickle.HIGHEST_PROTOCOL)
         metrics_interval   seconds between sends of pending worker metrics (1.0)
+        name               what the broker's logs and status page call this connection (sent
+                           as `$hello` on every connect); default the program and its pid,
+                           `worker.py[4242]`. 1 to 64 printable characters
+        ping_interval      seconds without anything from the broker after which a `$ping` is
+                           sent (20.0; 0 turns keepalive off)
+        max_outstanding_pings   unanswered pings after which, one `ping_interval` later, the
+                           connection counts as dead and is closed and reconnected as after
+                           any loss (2): a broker that stops answering is noticed within
+                           `ping_interval * (max_outstanding_pings + 1)`
         payloads           "any" (plain pickle.loads) or "data": unpickle nothing that imports a
                            global outside `allow_globals`; a refused message is counted in its
                            subscription's `refused` and reported to `on_error` as
@@ -81,6 +125,9 @@ class HubBase(Generic[W]):
         self.on_reconnected = on_reconnected
         self.on_error = on_error
         self.reconnects = 0
+        if ping_interval < 0 or max_outstanding_pings < 0:
+            raise ValueError("ping_interval and max_outstanding_pings must be >= 0")
+        self.name = check_name(name) if name is not None else default_name()
         self._authkey = authkey_from_env(authkey)
         self._timeout = connect_timeout
         self._protocol = pickle_protocol
@@ -100,6 +147,10 @@ class HubBase(Generic[W]):
             reconnect_buffer=reconnect_buffer,
             pickle_protocol=pickle_protocol,
             metrics_interval=metrics_interval,
+            name=self.name,
+            ping_interval=ping_interval,
+            max_outstanding_pings=max_outstanding_pings,
+            kill=self._kill,
             loads=pickle.loads if policy is None else policy.loads,
         )
         self._setup()
@@ -117,7 +168,13 @@ class HubBase(Generic[W]):
         raise NotImplementedError
 
     def _start_timer(self) -> None:
-        """Start calling `Core.tick` (it has work now); may be called from any thread."""
+        """Start calling `Core.tick` now, or call it now if the timer already runs (it has new
+        work); may be called from any thread."""
+        raise NotImplementedError
+
+    def _kill(self) -> None:
+        """Close the connection now (keepalive found it dead): the reader then sees the loss
+        and reconnects as after any other. May be called from any thread."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -6,7 +6,7 @@ import logging
 import random
 from typing import Callable, Iterator, Tuple
 
-from .errors import AuthenticationError, ConnectionClosed
+from .errors import AuthenticationError, ConnectionClosed, TimeoutError
 
 log = logging.getLogger("mphub")
 
@@ -54,8 +54,9 @@ class ReconnectPlan:
 
     def failed(self, error: BaseException) -> None:
         """An attempt raised `error`. A refused authkey ends the plan, having given up: trying
-        again would not change the broker's mind."""
-        if isinstance(error, AuthenticationError):
+        again would not change the broker's mind. A handshake that timed out does not: the
+        broker may be stopped and coming back."""
+        if isinstance(error, AuthenticationError) and not isinstance(error, TimeoutError):
             self._stopped = True
             self._give_up(error)
         else:

@@ -219,6 +219,11 @@ class ClientHandshake:
         return [WELCOME]
 
     @property
+    def awaiting_challenge(self) -> bool:
+        """True while a client with a key has heard nothing from the broker yet."""
+        return self._state == _ANSWER
+
+    @property
     def done(self) -> bool:
         """True once the broker's answer was verified (or, without a key, the probe answered)."""
         return self._state == _DONE

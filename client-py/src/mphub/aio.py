@@ -278,15 +278,26 @@ class Hub(HubBase[FutureWaiter]):
 
     def _start_timer(self) -> None:
         try:
-            self._loop.call_soon_threadsafe(self._tick)
+            self._loop.call_soon_threadsafe(self._tick_now)
         except RuntimeError:
             pass  # the loop has ended: nothing could send the metrics any more
 
+    def _tick_now(self) -> None:
+        """One timer chain at most: a tick asked for now replaces the one scheduled."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._tick()
+
     def _tick(self) -> None:
+        self._timer = None
         delay = self._core.tick(self._loop.time())
         self._write()
-        if delay is not None:
+        if delay is not None and not self._core.closing:
             self._timer = self._loop.call_later(delay, self._tick)
+
+    def _kill(self) -> None:
+        self._writer.transport.abort()  # the reader task sees the end and reconnects
 
     # ------------------------------------------------------------------ reading
 

@@ -2,8 +2,10 @@
 
 It drives `_core.Core` with threads: a reader pulls big chunks off the socket and hands them to
 the core (it also reconnects); a flusher sends the write buffer as soon as it gets the GIL, so
-under load many publishes go out in one `send`; a timer thread starts with the first worker
-metric. Callback subscriptions each have a worker thread.
+under load many publishes go out in one `send`; a timer thread (keepalive, worker metrics)
+starts with the connection, or with the first worker metric when keepalive is off; it never
+writes to the socket itself, so a write stuck on a broker that stopped reading cannot stop it
+from noticing. Callback subscriptions each have a worker thread.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class Hub(HubBase[EventWaiter]):
         self._closed_event = threading.Event()
         self._timer: Optional[threading.Thread] = None
         self._timer_lock = threading.Lock()
+        self._timer_wake = threading.Event()
         self._link = Link(self._report, self._unsubscribe, self._read_for)
         self._restore(open_socket(self.address, self._authkey, self._timeout))
         self._reader = threading.Thread(target=self._read_forever, name="mphub-reader", daemon=True)
@@ -209,13 +212,23 @@ class Hub(HubBase[EventWaiter]):
             if self._timer is None:
                 self._timer = threading.Thread(target=self._tick_forever, name="mphub-timer", daemon=True)
                 self._timer.start()
+            else:
+                self._timer_wake.set()
 
     def _tick_forever(self) -> None:
         while True:
+            self._timer_wake.clear()
             delay = self._core.tick(_monotonic())
-            self._send_now()
-            if delay is None or self._closed_event.wait(delay):
+            self._wake.set()  # the flusher writes what the tick buffered
+            if delay is None:
                 return
+            self._timer_wake.wait(delay)
+
+    def _kill(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)  # the reader sees the end; a stuck send fails
+        except (OSError, AttributeError):
+            pass
 
     # ------------------------------------------------------------------ reading
 
@@ -333,6 +346,7 @@ class Hub(HubBase[EventWaiter]):
             return
         self._closed_event.set()
         self._wake.set()
+        self._timer_wake.set()
         if last:
             with self._slock:
                 self._send(last)

@@ -62,11 +62,19 @@ class TimeoutError(MphubError, builtins.TimeoutError):
     """Nothing came in time; also a builtin `TimeoutError`, so either `except` catches it."""
 
 
+class HandshakeTimeout(AuthenticationError, TimeoutError):
+    """A hub with an authkey got no challenge from the broker in time. Most likely the broker
+    runs without an authkey (it then waits for the client, which waits for it, as stock
+    clients do); else it is stopped or overloaded. Both an `AuthenticationError` and a
+    `TimeoutError`; a reconnect keeps trying after one (the broker may be coming back)."""
+
+
 __all__ = [
     "AuthenticationError",
     "BrokerError",
     "BufferFullError",
     "ConnectionClosed",
+    "HandshakeTimeout",
     "MphubError",
     "PayloadRefused",
     "SlowConsumerError",

@@ -200,6 +200,9 @@ def options(
         b = [float(x) for x in buckets]
         if b and b[-1] == float("inf"):
             b.pop()
+        if not b:
+            # As prometheus_client's Histogram: +Inf alone counts nothing a _count does not.
+            raise ValueError("a histogram needs at least one bucket besides +Inf")
         if any(x >= y for x, y in zip(b, b[1:])):
             raise ValueError("buckets must be strictly increasing")
         return {"buckets": b}

@@ -2,7 +2,7 @@
 //!
 //! Every message after the handshake is a pickle of `(topic, payload)`. [`Scanner::classify`]
 //! walks the pickle's opcodes (see `scan`) and answers with an [`Envelope`]: a publish and its
-//! topic, a control request (`$sub`, `$unsub`, `$ping`, `$metrics`), `Close` (the string
+//! topic, a control request (`$sub`, `$unsub`, `$ping`, `$metrics`, `$hello`), `Close` (the string
 //! `"close"`), or `Invalid` with a reason a person can act on. The payload is never decoded and
 //! no pickle code ever runs: the broker forwards the publisher's bytes as they are.
 //!
@@ -83,6 +83,12 @@ pub enum Envelope<'a> {
     /// payload must never be decoded.
     Metrics {
         /// The pickle holds GLOBAL, REDUCE, BUILD or another opcode that imports or calls.
+        has_code: bool,
+    },
+    /// `("$hello", {"name": ...})`: the connection introduces itself. The scanner only knows
+    /// the argument is a dict; [`crate::name::hello_name`] reads the name (plain data only).
+    Hello {
+        /// The pickle imports or calls something: never decode it.
         has_code: bool,
     },
     /// The string `"close"`.
@@ -198,9 +204,16 @@ impl Scanner {
             )),
             "$ping" => Ok(Envelope::Ping(self.token(body, second)?)),
             "$metrics" => Ok(Envelope::Metrics { has_code }),
+            "$hello" => match second {
+                Val::Other(scan::Kind::Dict) => Ok(Envelope::Hello { has_code }),
+                other => Err(format!(
+                    "$hello takes a dict such as {{\"name\": \"worker-1\"}}, not a {}",
+                    kind_of(other)
+                )),
+            },
             other => Err(format!(
                 "unknown control topic {other:?}: topics starting with '$' are the broker's \
-                 ($sub, $unsub, $ping, $metrics)"
+                 ($sub, $unsub, $ping, $metrics, $hello)"
             )),
         }
     }

@@ -1,4 +1,6 @@
-//! The HTTP endpoint: `/metrics` (Prometheus text format) and `/healthz`.
+//! The HTTP endpoint: `/metrics` (Prometheus text format) and `/healthz` (here), the JSON
+//! introspection endpoints `/connections`, `/subscriptions`, `/topics` and `/status`
+//! ([`introspect`]), and the status page at `/` ([`page`]).
 //!
 //! `/healthz` answers 200 while the broker accepts connections and 503 once shutdown has begun;
 //! the endpoint keeps serving until every connection is closed, so the 503 can be seen. With
@@ -12,8 +14,11 @@
 //! by hyper's HTTP/1 server, whose `header_read_timeout` is that idle timeout (hyper starts it
 //! whenever it waits for a request head, on a fresh or a kept-alive connection).
 
+pub mod introspect;
+pub mod page;
+
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -23,15 +28,17 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::cluster::Cluster;
+use crate::config::Config;
 use crate::connections::Connections;
 use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::topics::Topics;
 use crate::worker_metrics;
 
 /// What the endpoint reads.
@@ -49,6 +56,12 @@ pub struct Sources {
     pub cluster: Option<Arc<Cluster>>,
     /// The broker's shutdown phases.
     pub shutdown: Shutdown,
+    /// The configuration in force (limits shown beside the figures they bound).
+    pub config: watch::Receiver<Arc<Config>>,
+    /// Sampled publish topics.
+    pub topics: Arc<Topics>,
+    /// When the broker started.
+    pub started: SystemTime,
 }
 
 impl Sources {
@@ -112,6 +125,11 @@ pub async fn serve(src: Arc<Sources>, listener: TcpListener) {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/", get(page::status_page))
+        .route("/connections", get(introspect::connections))
+        .route("/subscriptions", get(introspect::subscriptions))
+        .route("/topics", get(introspect::topics))
+        .route("/status", get(introspect::status))
         .with_state(src);
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let open = TaskTracker::new();
