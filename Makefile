@@ -9,7 +9,7 @@ MACHINE_PATH := $(PATH)
 export PATH := $(VENV)/bin:$(MACHINE_PATH)
 PYTHON := $(VENV)/bin/python
 
-.PHONY: check deps system-deps venv fmt clippy doc lint-py deploy-check test test-rust test-e2e build py313 vectors fuzz bench bench-py bench-rs bench-metrics bench-compare bench-cluster bench-memory loadgen
+.PHONY: check deps system-deps venv fmt clippy doc lint-py deploy-check test test-rust test-e2e build py313 vectors fuzz bench bench-py bench-rs bench-metrics bench-compare bench-cluster bench-memory bench-stock loadgen
 
 check: deps fmt clippy doc lint-py test deploy-check
 
@@ -106,6 +106,10 @@ bench-rs: build
 # The broker's memory under subscriptions, big frames and frames that never finish.
 bench-memory: build
 	$(PYTHON) bench/memory.py
+
+# Stock clients through the broker (1 → 16, 4 KiB) against the stock Connection's own ceiling.
+bench-stock: venv build
+	$(PYTHON) bench/stock_ceiling.py --runs 3
 
 # Throughput, latency, CPU and memory figures against the release binary (see docs/performance.md).
 loadgen: build

@@ -27,8 +27,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+from systems import SYSTEMS  # noqa: E402  (bench/ on the path first)
 
-SYSTEMS = ["mphub_stock", "mphub_py", "handhub", "redis_plain", "redis_pipelined", "nats_py", "zmq_proxy"]
 SMALL = {"sensor": "t-17", "v": 21.5, "seq": 123456}
 BIG = b"x" * 4096
 PROBE = "__probe__"
@@ -84,15 +84,19 @@ def throughput(mod, system, server, k, payload, n):
     probe(lambda p: send(topic, p), procs)
     cpu0 = server.cpu_seconds()
     t0 = time.monotonic()
+    pub0 = time.process_time()
     for _ in range(n):
         send(topic, payload)
+    pub_cpu = time.process_time() - pub0
     done()
     res = collect(procs)
     cpu = server.cpu_seconds() - cpu0
     received = sum(r["received"] for r in res)
     last = max((r["last"] for r in res if r["last"]), default=t0)
+    # Client CPU while messages flowed: the publishing loop, and each subscriber's CPU from its
+    # first message to its last (bench/sub.py), so interpreter start-up is not counted.
     return {"rate": received / max(last - t0, 1e-9), "loss": k * n - received, "cpu": cpu,
-            "delivered": received}
+            "delivered": received, "pub_cpu": pub_cpu, "sub_cpu": sum(r.get("cpu", 0.0) for r in res)}
 
 
 def latency(mod, system, server, rate, seconds):

@@ -187,8 +187,8 @@ if __name__ == "__main__":
 
     sys.path.insert(0, str(HERE))
     saved = json.loads((HERE / "results" / "results.json").read_text())
-    import compare
+    from systems import SYSTEMS
 
-    mods = {s: importlib.import_module(f"systems.{s}") for s in compare.SYSTEMS}
+    mods = {s: importlib.import_module(f"systems.{s}") for s in SYSTEMS}
     meta = saved["meta"]
     write(saved, saved["rust"], mods, SimpleNamespace(**meta["args"]), meta["n"], meta["seconds"], meta["versions"])

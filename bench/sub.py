@@ -2,7 +2,7 @@
 
 Prints "ready" once subscribed and "probed" at the first probe; then counts N messages (MODE
 count) or records one-way latency of N timestamped ones (MODE latency), and prints one JSON
-line. Gives up after IDLE seconds without a message and reports what it got (loss).
+line (`cpu`: CPU seconds from the first message to the last, for bench/stock_ceiling.py). Gives up after IDLE seconds without a message and reports what it got (loss).
 """
 
 import importlib
@@ -22,10 +22,12 @@ PROBE = "__probe__"
 def main():
     system, addr, topic, mode, n = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
     mod = importlib.import_module(f"systems.{system}")
-    state = {"got": 0, "first": None, "last": None, "lat": [], "seen": time.monotonic(), "probed": False}
+    state = {"got": 0, "first": None, "last": None, "lat": [], "seen": time.monotonic(), "probed": False,
+             "cpu0": 0.0}
 
     def report():
-        out = {"received": state["got"], "first": state["first"], "last": state["last"]}
+        out = {"received": state["got"], "first": state["first"], "last": state["last"],
+               "cpu": time.process_time() - state["cpu0"]}
         if mode == "latency":
             out["lat_us"] = state["lat"]
         print(json.dumps(out), flush=True)
@@ -49,6 +51,7 @@ def main():
             continue
         if state["first"] is None:
             state["first"] = now
+            state["cpu0"] = time.process_time()
         state["last"] = now
         state["got"] += 1
         if mode == "latency":

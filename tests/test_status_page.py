@@ -105,3 +105,21 @@ def test_the_page_shows_the_nats_bridge_of_a_cluster_node(nats, node, browser):
     server.stop()
     assert page.wait_for("document.querySelector('#c-state').innerText === 'not connected'"), page.text()
     c.close()
+
+
+def test_names_and_topics_from_clients_are_shown_as_text_never_run_as_markup(start_broker, browser):
+    # A client chooses its name and its topics: the page must print them, not parse them.
+    b = start_broker(metrics="127.0.0.1:0")
+    page = browser.open(base_url(b) + "/")
+    assert page.wait_for_text(["live"])
+    name = "<img src=x onerror=window.pwned=1>"
+    topic = "t&amp;<i"  # no '>' in a topic (a wildcard): an entity shows whether it was parsed
+    c = named(b, name, topic)
+    for i in range(500):
+        c.send((topic, i))
+    barrier(c)
+    assert page.wait_for_text([name], selector="#connections"), page.text("#connections")
+    assert page.wait_for_text([topic], selector="#subscriptions"), page.text("#subscriptions")
+    assert page.evaluate("document.querySelectorAll('img, [onerror]').length") == 0
+    assert page.evaluate("typeof window.pwned") == "undefined"
+    c.close()

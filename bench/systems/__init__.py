@@ -17,6 +17,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# The adapters, in the order the comparison runs them and the tables list them.
+SYSTEMS = ["mphub_stock", "mphub_py", "handhub", "redis_plain", "redis_pipelined", "nats_py", "zmq_proxy"]
+
 
 class Server:
     def __init__(self, procs, addr):

@@ -15,7 +15,7 @@ use crate::driver;
 use crate::error::{Error, Result};
 use crate::options::ConnectOptions;
 use crate::state::{Key, State, Target};
-use crate::subscription::Subscription;
+use crate::subscription::{Handle, Subscription};
 use crate::wire;
 
 /// A connection to an mphub broker. Clones are cheap and share the connection; publishing from
@@ -155,7 +155,10 @@ impl Client {
             pattern: pattern.into(),
             group: group.map(str::to_owned),
             dropped,
-            client: self.clone(),
+            handle: Handle {
+                tx: self.inner.tx.clone(),
+                state: self.inner.state.clone(),
+            },
             active: true,
         })
     }
@@ -184,33 +187,6 @@ impl Client {
             Err(_) => {
                 state.router().remove(id);
                 Err(Error::Timeout(wait))
-            }
-        }
-    }
-
-    pub(crate) async fn remove(&self, id: u64) -> Result<()> {
-        let last = self.inner.state.router().remove(id);
-        if let Some(key) = last {
-            let (frame, _ack) = self.inner.state.request("$unsub", &key)?;
-            if !self.inner.state.is_finished() {
-                self.send(frame).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// `remove` for `Drop`: never waits; a full send queue hands the `$unsub` to a task.
-    pub(crate) fn remove_now(&self, id: u64) {
-        let Some(key) = self.inner.state.router().remove(id) else {
-            return;
-        };
-        let Ok((frame, _ack)) = self.inner.state.request("$unsub", &key) else {
-            return;
-        };
-        if let Err(mpsc::error::TrySendError::Full(frame)) = self.inner.tx.try_send(frame) {
-            let tx = self.inner.tx.clone();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move { tx.send(frame).await });
             }
         }
     }

@@ -5,11 +5,53 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::client::Client;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::message::Message;
+use crate::state::State;
+
+/// What a subscription needs of its client to end itself: the client's send queue and shared
+/// state (not the `Client`, which would make the two modules import each other).
+#[derive(Debug)]
+pub(crate) struct Handle {
+    pub(crate) tx: mpsc::Sender<Bytes>,
+    pub(crate) state: Arc<State>,
+}
+
+impl Handle {
+    /// Forgets subscription `id`; the last one of its (pattern, group) sends `$unsub`.
+    async fn remove(&self, id: u64) -> Result<()> {
+        let Some(key) = self.state.router().remove(id) else {
+            return Ok(());
+        };
+        let (frame, _ack) = self.state.request("$unsub", &key)?;
+        if self.state.is_finished() {
+            return Ok(());
+        }
+        if self.state.closing.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
+        self.tx.send(frame).await.map_err(|_| Error::Closed)
+    }
+
+    /// `remove` for `Drop`: never waits; a full send queue hands the `$unsub` to a task.
+    fn remove_now(&self, id: u64) {
+        let Some(key) = self.state.router().remove(id) else {
+            return;
+        };
+        let Ok((frame, _ack)) = self.state.request("$unsub", &key) else {
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(frame)) = self.tx.try_send(frame) {
+            let tx = self.tx.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { tx.send(frame).await });
+            }
+        }
+    }
+}
 
 /// Messages whose topic matches a pattern, in arrival order. A [`futures_core::Stream`], or use
 /// [`Subscription::next`]. Ends (`None`) once unsubscribed or when the client closes for good.
@@ -24,7 +66,7 @@ pub struct Subscription {
     pub(crate) pattern: String,
     pub(crate) group: Option<String>,
     pub(crate) dropped: Arc<AtomicU64>,
-    pub(crate) client: Client,
+    pub(crate) handle: Handle,
     pub(crate) active: bool,
 }
 
@@ -59,7 +101,7 @@ impl Subscription {
     /// Stops the subscription; messages already queued can still be taken with `next`.
     pub async fn unsubscribe(&mut self) -> Result<()> {
         if std::mem::take(&mut self.active) {
-            self.client.remove(self.id).await?;
+            self.handle.remove(self.id).await?;
         }
         Ok(())
     }
@@ -76,7 +118,7 @@ impl futures_core::Stream for Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         if self.active {
-            self.client.remove_now(self.id);
+            self.handle.remove_now(self.id);
         }
     }
 }
