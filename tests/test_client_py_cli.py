@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+from certs import Pki
 from conftest import KEY, ROOT
 
 
@@ -69,3 +70,28 @@ def test_pip_installs_the_package_with_its_type_marker(tmp_path):
     r = subprocess.run([sys.executable, "-c", "import mphub, mphub.aio; print(mphub.__file__)"],
                        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)})
     assert r.stdout.strip() == str(target / "mphub" / "__init__.py")
+
+
+def test_the_cli_reaches_a_mutual_tls_broker_with_tls_flags_and_says_which_flag_is_missing(start_broker, tmp_path):
+    pki = Pki(tmp_path / "pki")
+    cert, key = pki.server()
+    broker = start_broker(
+        "--tls-cert", str(cert), "--tls-key", str(key), "--tls-client-ca", str(pki.ca),
+        listen=("tls://127.0.0.1:0",),
+    )
+    port = broker.addrs[0].rsplit(":", 1)[1]
+    addr = f"tls://localhost:{port}"
+    env = {"MPHUB_AUTHKEY": KEY.decode()}
+    client_cert, client_key = pki.client("worker-1")
+
+    def ping(*flags):
+        p = cli("-a", addr, *flags, "ping", env_extra=env)
+        out, err = p.communicate(timeout=30)
+        return p.returncode, out + err
+
+    code, said = ping()
+    assert code == 1 and "not trusted" in said and "--tls-ca" in said
+    code, said = ping("--tls-ca", str(pki.ca))
+    assert code == 1 and "--tls-cert" in said and "--tls-key" in said
+    code, said = ping("--tls-ca", str(pki.ca), "--tls-cert", str(client_cert), "--tls-key", str(client_key))
+    assert code == 0 and "pong from" in said, said

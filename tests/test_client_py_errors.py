@@ -17,8 +17,9 @@ def test_a_wrong_authkey_raises_authentication_error(broker):
 
 def test_no_authkey_against_a_keyed_broker_says_a_key_is_needed(broker, monkeypatch):
     monkeypatch.delenv("MPHUB_AUTHKEY", raising=False)
-    with pytest.raises(errors.AuthenticationError, match="asks for an authkey"):
+    with pytest.raises(errors.AuthenticationError, match="asks for an authkey") as e:
         mphub.connect(broker.addrs[0])
+    assert "MPHUB_AUTHKEY" in str(e.value)  # and so says how to give one
 
 
 def test_a_broker_without_a_key_takes_a_client_without_one(start_broker, monkeypatch):

@@ -19,11 +19,12 @@ def run_mphub(*args, key=None):
     return subprocess.run([str(mphub_binary()), *args], capture_output=True, text=True, env=env, timeout=30)
 
 
-def test_protected_mode_refuses_an_open_address_without_a_key():
+def test_protected_mode_refuses_an_open_address_without_a_key_and_names_every_way_out():
     r = run_mphub("--listen", "0.0.0.0:0", "--metrics", "off")
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "MPHUB_AUTHKEY" in lines[0] and "0.0.0.0" in lines[0], r.stderr
+    assert "[[users]]" in lines[0], r.stderr  # named users with keys of their own also open it
 
 
 def test_configuration_errors_are_one_clear_line(tmp_path):

@@ -82,7 +82,7 @@ def test_rejections_answer_an_error_count_and_never_run_code(mbroker, tmp_path):
     text = scrape(mbroker)
     for label in ("conflict", "negative_counter", "reserved_label", "bad_name", "code"):
         assert value(text, f'mphub_metrics_rejected_total{{reason="{label}"}}') == 1, label
-    assert value(text, "hits_total") is None  # declared, never incremented: no series yet
+    assert value(text, "hits_total") == 0  # declared, never incremented: zero, as prometheus_client
 
 
 def test_gauge_modes_follow_connections(mbroker):
@@ -319,3 +319,22 @@ def test_histogram_buckets_are_checked_as_prometheus_client_checks_them(mbroker)
     assert value(text, 'mphub_metrics_rejected_total{reason="bad_value"}') == len(refused)
     for name in refused:
         assert f"# TYPE b_{name} " not in text
+
+
+def test_unlabelled_counters_histograms_and_summaries_show_zero_from_their_declaration(mbroker):
+    # As prometheus_client: the first increment is then a change that rate() sees.
+    hub = mphub.connect(mbroker.addrs[0], authkey=KEY)
+    hub.counter("fresh_jobs_total", "Jobs")
+    hub.histogram("fresh_seconds", "Seconds", buckets=(1, 2))
+    hub.summary("fresh_bytes", "Bytes")
+    hub.gauge("fresh_temp", "Temperature")
+    hub.counter("fresh_by_queue_total", "Jobs by queue", labels=("queue",))
+    hub.flush()
+    text = scrape(mbroker)
+    assert value(text, "fresh_jobs_total") == 0
+    assert value(text, 'fresh_seconds_bucket{le="1"}') == 0 and value(text, 'fresh_seconds_bucket{le="+Inf"}') == 0
+    assert value(text, "fresh_seconds_count") == 0 and value(text, "fresh_bytes_sum") == 0
+    # A gauge shows once written (its value depends on its mode); a labelled family per label set.
+    assert value(text, "fresh_temp") is None
+    assert not re.search(r"^fresh_by_queue_total[ {]", text, re.M)
+    hub.close()

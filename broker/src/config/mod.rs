@@ -71,7 +71,8 @@ pub enum ConfigError {
     #[error(
         "refusing to listen on {0} without an authkey (protected mode): anyone who can reach \
          it could publish and subscribe. Set an authkey with --authkey-file PATH or the \
-         MPHUB_AUTHKEY environment variable, or listen on loopback or a Unix socket"
+         MPHUB_AUTHKEY environment variable, give users keys of their own ([[users]] in the \
+         --config file), or listen on loopback or a Unix socket"
     )]
     Protected(String),
     #[error("{0} is given but no cluster: add --cluster nats://host:4222 (or remove {0})")]

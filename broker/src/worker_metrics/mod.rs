@@ -122,6 +122,23 @@ enum Data {
     Gauge(HashMap<u64, (f64, u64, bool)>),
 }
 
+/// The series an unlabelled family shows from its declaration on, as prometheus_client's
+/// unlabelled metrics do (`x_total 0`, a histogram's buckets, `_count 0`, `_sum 0`), so the
+/// first increment is a change a `rate()` sees. Not for gauges: their value is per writer and
+/// mode (a zero from a new worker would win `mostrecent`), so a gauge shows once written.
+/// Labelled families have no series until a label set is written, as there.
+fn zero_series(shape: &Shape) -> Option<Data> {
+    if !shape.labels.is_empty() {
+        return None;
+    }
+    match shape.kind {
+        MetricKind::Counter => Some(Data::Counter(0.0)),
+        MetricKind::Histogram => Some(Data::Histogram(vec![0; shape.buckets.len() + 1], 0.0, 0)),
+        MetricKind::Summary => Some(Data::Summary(0.0, 0)),
+        MetricKind::Gauge => None,
+    }
+}
+
 #[derive(Debug)]
 struct Family {
     shape: Shape,
@@ -390,13 +407,12 @@ impl Inner {
         if let Some(clash) = self.clash(name, shape.kind) {
             return Err(Reject::Conflict(clash));
         }
-        self.families.insert(
-            name.to_owned(),
-            Family {
-                shape,
-                series: BTreeMap::new(),
-            },
-        );
+        let mut series = BTreeMap::new();
+        if let Some(zero) = zero_series(&shape) {
+            series.insert(Vec::new(), zero);
+        }
+        self.families
+            .insert(name.to_owned(), Family { shape, series });
         Ok(())
     }
 

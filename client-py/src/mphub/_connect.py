@@ -78,10 +78,26 @@ def _tls_failed(address: Address, e: OSError) -> Exception:
     if isinstance(e, ssl.SSLCertVerificationError):
         return AuthenticationError(
             f"TLS with {address}: the broker's certificate is not trusted: {e.verify_message}"
+            " (a private CA: tls=ssl.create_default_context(cafile=CA), or --tls-ca CA on the"
+            " command line)"
         )
     if isinstance(e, ssl.SSLError) and not isinstance(e, ssl.SSLEOFError):
-        return AuthenticationError(f"TLS handshake with {address} failed: {e}")
+        return AuthenticationError(f"TLS handshake with {address} failed: {e}{_refused_hint(e)}")
     return ConnectionClosed(f"TLS handshake with {address}: connection lost: {e}")
+
+
+def _refused_hint(e: BaseException) -> str:
+    """What to do when the broker ended TLS with an alert: it refused this client's certificate
+    (or its absence), the one refusal a broker with `tls_client_ca` makes. With TLS 1.3 the
+    alert arrives at the first read after the TLS handshake, so it shows here too."""
+    import ssl
+
+    if isinstance(e, ssl.SSLError) and "ALERT" in str(e.reason or ""):
+        return (
+            "; a broker with tls_client_ca wants a client certificate its CA signed:"
+            " ctx.load_cert_chain(CERT, KEY), or --tls-cert CERT --tls-key KEY on the command line"
+        )
+    return ""
 
 
 def open_socket(address: Address, authkey: Optional[bytes], timeout: float) -> socket.socket:
@@ -119,7 +135,7 @@ def open_socket(address: Address, authkey: Optional[bytes], timeout: float) -> s
         except socket.timeout as e:
             raise _handshake_timeout(address, timeout, hs) from e
         except OSError as e:
-            raise AuthenticationError(f"handshake with {address} failed: {e}") from e
+            raise AuthenticationError(f"handshake with {address} failed: {e}{_refused_hint(e)}") from e
         sock.settimeout(None)
         return sock  # type: ignore[return-value]  # a TlsSocket quacks like the socket it wraps
     except BaseException:
@@ -169,7 +185,7 @@ async def open_streams(
         raise _handshake_timeout(address, timeout, hs) from e
     except (OSError, asyncio.IncompleteReadError) as e:
         writer.close()
-        raise AuthenticationError(f"handshake with {address} failed: {e}") from e
+        raise AuthenticationError(f"handshake with {address} failed: {e}{_refused_hint(e)}") from e
     except BaseException:
         writer.close()
         raise

@@ -192,7 +192,10 @@ class ClientHandshake:
         state, key = self._state, self.authkey
         if state == _PROBE:
             if received.startswith(CHALLENGE):
-                raise AuthenticationError("the broker asks for an authkey; none was given")
+                raise AuthenticationError(
+                    "the broker asks for an authkey; none was given: pass authkey=, or set"
+                    " MPHUB_AUTHKEY (or --authkey-file PATH on the command line)"
+                )
             try:
                 pong = pickle.loads(received)
             except Exception:

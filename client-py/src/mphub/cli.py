@@ -51,11 +51,20 @@ def _parser() -> argparse.ArgumentParser:
         epilog="VALUE: a Python literal, else JSON, else a plain string; '-' or none reads stdin.",
     )
     p.add_argument(
-        "-a", "--address", help="host:port or unix:/path (default $MPHUB_ADDRESS, else 127.0.0.1:6000)"
+        "-a",
+        "--address",
+        help="host:port, unix:/path or tls://host:port (default $MPHUB_ADDRESS, else 127.0.0.1:6000)",
     )
     p.add_argument("--authkey-file", metavar="PATH", help="file holding the authkey (default $MPHUB_AUTHKEY)")
     p.add_argument("-k", "--authkey", nargs="?", action=_KeyOnCommandLine, help=argparse.SUPPRESS)
     p.add_argument("--name", help="this connection's name on the broker (default mphub-cli COMMAND[pid])")
+    p.add_argument("--tls-ca", metavar="PATH", help="TLS: the CA certificates (PEM) that signed the broker's")
+    p.add_argument(
+        "--tls-cert",
+        metavar="PATH",
+        help="TLS: this client certificate (PEM), for a broker with tls_client_ca",
+    )
+    p.add_argument("--tls-key", metavar="PATH", help="TLS: the client certificate's private key (PEM)")
     cmds = p.add_subparsers(dest="command", required=True)
 
     sub = cmds.add_parser("sub", help="print messages on a pattern as they come")
@@ -282,6 +291,22 @@ def _info(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------ main
 
+
+def _tls(args: argparse.Namespace) -> Dict[str, Any]:
+    """`tls=` for the hub when a `--tls-*` flag is given (the flags of `nats --tlsca --tlscert
+    --tlskey`); without them a `tls://` address verifies against the system's CAs."""
+    if not (args.tls_ca or args.tls_cert or args.tls_key):
+        return {}
+    import ssl
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    ctx = ssl.create_default_context(cafile=args.tls_ca)
+    if args.tls_cert:
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    return {"tls": ctx}
+
+
 _COMMANDS = {"sub": _sub, "req": _req, "reply": _reply, "ping": _ping}
 
 
@@ -293,7 +318,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 0
         key = read_authkey(args.authkey_file)
         name = args.name or f"mphub-cli {args.command}[{os.getpid()}]"
-        with Hub(args.address, authkey=key, name=name, reconnect=args.command in ("sub", "reply")) as hub:
+        reconnect = args.command in ("sub", "reply")
+        with Hub(args.address, authkey=key, name=name, reconnect=reconnect, **_tls(args)) as hub:
             if args.command == "pub":
                 for value in _values(args.value):
                     hub.publish(args.topic, value)
