@@ -20,13 +20,14 @@ pub(crate) mod plain;
 mod policy;
 mod scan;
 mod text;
+mod value;
 
 use std::borrow::Cow;
 
 pub use policy::{BadGlobalName, Policy, Refusal};
 use policy::{Imports, Judge, Unjudged};
 pub use scan::Scanner;
-use scan::{Enc, IntEnc, Span, Val};
+use value::{Enc, IntEnc, Kind, Span, Val};
 
 use crate::topic;
 
@@ -205,7 +206,7 @@ impl Scanner {
             "$ping" => Ok(Envelope::Ping(self.token(body, second)?)),
             "$metrics" => Ok(Envelope::Metrics { has_code }),
             "$hello" => match second {
-                Val::Other(scan::Kind::Dict) => Ok(Envelope::Hello { has_code }),
+                Val::Other(Kind::Dict) => Ok(Envelope::Hello { has_code }),
                 other => Err(format!(
                     "$hello takes a dict such as {{\"name\": \"worker-1\"}}, not a {}",
                     kind_of(other)

@@ -28,7 +28,7 @@ use std::collections::{HashMap, HashSet};
 use thiserror::Error;
 
 use super::compat_names;
-use super::scan::{Enc, Kind, Span, Val};
+use super::value::{Enc, Kind, Span, Val};
 
 /// Why a publish was refused by a [`Policy`]. `Display` is the reason the broker sends back:
 /// `payload refused: it imports 'os.system'`.
