@@ -9,7 +9,7 @@ MACHINE_PATH := $(PATH)
 export PATH := $(VENV)/bin:$(MACHINE_PATH)
 PYTHON := $(VENV)/bin/python
 
-.PHONY: check deps system-deps venv fmt clippy doc lint-py deploy-check test test-rust test-e2e build py313 vectors fuzz bench bench-py bench-rs bench-metrics bench-compare bench-cluster bench-memory bench-stock loadgen
+.PHONY: check deps system-deps venv fmt clippy doc lint-py deploy-check test test-rust test-e2e build py313 vectors fuzz bench bench-py bench-rs bench-metrics bench-compare bench-cluster bench-memory bench-stock loadgen loadgen-compare
 
 check: deps fmt clippy doc lint-py test deploy-check
 
@@ -114,3 +114,12 @@ bench-stock: venv build
 # Throughput, latency, CPU and memory figures against the release binary (see docs/performance.md).
 loadgen: build
 	$(CARGO) bench -p mphub-broker --bench loadgen
+
+# The broker alone against nats-server, one raw load generator on both wires (1 → 1, 1 → 10,
+# 1 → 100, 10 → 1, latency at 20,000 msgs/s, idle RSS), medians of 3, interleaved; the table is
+# kept in bench/results/loadgen-compare.md for BENCHMARKS.md (needs nats-server).
+loadgen-compare: build
+	command -v nats-server >/dev/null || sudo -n apt-get install -y nats-server || apt-get install -y nats-server
+	$(CARGO) bench -p mphub-broker --bench loadgen -- --compare $(ARGS) > bench/results/loadgen-compare.md.new
+	mv bench/results/loadgen-compare.md.new bench/results/loadgen-compare.md
+	cat bench/results/loadgen-compare.md

@@ -11,7 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use prometheus::{IntCounter, IntCounterVec};
 
-use crate::index::{Group, Index, Matches};
+use crate::index::{Group, Index, Matches, Recent};
 use crate::outbox::{Delivery, Outbox, Stamp};
 
 /// Which of a topic's subscribers one delivery is for.
@@ -141,6 +141,12 @@ impl Router {
     /// Looks up who wants `topic` (a valid topic).
     pub fn lookup(&self, topic: &str) -> Arc<Matches> {
         self.index.lookup(topic)
+    }
+
+    /// Looks up who wants `topic`, reusing one connection's last lookup while the index is
+    /// unchanged ([`Index::lookup_recent`]).
+    pub fn lookup_recent<'r>(&self, topic: &str, recent: &'r mut Recent) -> &'r Arc<Matches> {
+        self.index.lookup_recent(topic, recent)
     }
 
     /// Queues `wire` (a whole frame on `topic`, header included) to `audience` among

@@ -1,7 +1,5 @@
 //! `(topic, payload)`: route the frame to local subscribers as it is, then beyond this node.
 
-use std::time::Instant;
-
 use mphub_protocol::Frame;
 
 use super::{Action, Session};
@@ -18,18 +16,19 @@ pub(super) fn publish(s: &mut Session<'_>, topic: &str, frame: &Frame) {
         s.services.topics.record(topic);
     }
     let services = s.services;
-    let at = if s.timing { Instant::now() } else { s.epoch };
-    let matches = services.router.lookup(topic);
+    let at = s.routing_stamp();
+    let matches = services.router.lookup_recent(topic, &mut s.recent);
     let routed = services.router.route(
-        &matches,
+        matches,
         Audience::Everyone,
         topic,
         frame.wire(),
         at,
         &mut s.tally,
     );
+    s.unstamped += routed.delivered.max(1);
     if s.timing {
-        services.metrics.fanout.observe(routed.delivered as f64);
+        s.fanout.observe(routed.delivered as f64);
     }
     if let Some(forward) = &services.forward {
         let body = frame.wire().slice(frame.header_len()..);

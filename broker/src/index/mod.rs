@@ -1,10 +1,21 @@
 //! The subscription index: which connections want a topic.
 //!
 //! A token trie, as nats-server's sublist (`trie.rs`): literal children in a map, `*` and `>`
-//! in their own slots. Lookups go through a bounded match cache keyed by topic; any change to
-//! the trie clears it. Publishers on both cores share the cache without a global lock (it is
-//! sharded); the trie itself sits behind a read-write lock that only a cache miss or a
-//! (un)subscribe takes.
+//! in their own slots. Lookups go through a bounded match cache keyed by topic. A change to the
+//! trie drops only the cached topics it can alter, as nats-server's sublist does: a literal
+//! pattern its own entry, a wildcard every cached topic it matches. Unlike the sublist, which
+//! scans its cache for a wildcard, the cached topics are also kept as a token trie
+//! (`cached.rs`), so finding them costs the pattern's tokens, not the cache's size: a
+//! connection making and dropping `_INBOX.<id>.>` subscriptions all day leaves the hot topics'
+//! entries alone and costs them nothing. Publishers on both cores share the cache without a
+//! global lock (it is sharded); the trie itself sits behind a read-write lock that only a cache
+//! miss or a (un)subscribe takes.
+//!
+//! The cache hashes topics with foldhash (randomly seeded per process and per map), not SipHash:
+//! a hit costs one hash of the topic per publish, and foldhash is several times cheaper on short
+//! keys. Its DoS resistance is the "minimal" kind (a peer who cannot observe hashes cannot aim
+//! collisions); the cache is bounded by [`CACHE_LIMIT`] besides. The trie's literal children,
+//! read only on a miss, keep SipHash.
 //!
 //! Queue groups are grouped by name across every matching pattern, as NATS does: a message goes
 //! to one member of each distinct group, chosen round-robin. The turn belongs to the group, not
@@ -16,15 +27,17 @@
 //! Every change says whether a (pattern, group) gained its first subscriber or lost its last
 //! ([`InterestChange`]), so a bridge to other nodes can follow local interest.
 
+mod cached;
 mod trie;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use dashmap::DashMap;
 
 use crate::outbox::Outbox;
+use cached::CachedTopics;
 use trie::{Map, Node, Sink};
 
 /// Most topics kept in the match cache; past it the cache starts over.
@@ -101,6 +114,16 @@ struct Trie {
     turns: Map<Box<str>, Turn>,
 }
 
+impl Trie {
+    /// Who gets a message on `topic`, computed from the trie (no cache).
+    fn matches(&self, topic: &str) -> Matches {
+        let tokens: Vec<&str> = topic.split('.').collect();
+        let mut c = Collect::default();
+        self.root.collect(&tokens, &mut c);
+        c.finish(&self.turns)
+    }
+}
+
 /// Gathers a topic's subscribers from the trie, each connection once.
 #[derive(Default)]
 struct Collect {
@@ -159,8 +182,14 @@ pub type Follower = Box<dyn Fn(&InterestChange) + Send + Sync>;
 pub struct Index {
     trie: RwLock<Trie>,
     follower: OnceLock<Follower>,
-    cache: DashMap<Box<str>, Arc<Matches>>,
+    cache: DashMap<Box<str>, Arc<Matches>, foldhash::fast::RandomState>,
+    /// The cache's keys by token. Every key of `cache` is in it: both change together under
+    /// this lock (taken after the trie's, only on a miss or a change).
+    cached: Mutex<CachedTopics>,
     subscriptions: AtomicU64,
+    /// Bumped by every change, after its invalidation: a copy of a lookup taken at generation
+    /// `g` is still right while this reads `g` (see [`Recent`]).
+    generation: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -173,6 +202,17 @@ impl std::fmt::Debug for Index {
             .field("followed", &self.follower.get().is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// One connection's last lookup, for [`Index::lookup_recent`]. The topic's buffer is reused, so
+/// a publisher cycling over many topics allocates nothing here either.
+#[derive(Debug, Default)]
+pub struct Recent {
+    topic: String,
+    generation: u64,
+    matches: Option<Arc<Matches>>,
+    /// Lookups answered here since the last [`Index::fold_hits`].
+    hits: u64,
 }
 
 /// What an unsubscribe did.
@@ -221,8 +261,8 @@ impl Index {
             turn.memberships += 1;
         }
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
-        // Under the write lock: no reader can insert a stale result after this.
-        self.cache.clear();
+        self.invalidate(pattern);
+        self.generation.fetch_add(1, Ordering::Release);
         let change = self.tell(first.then(|| InterestChange::Gained {
             pattern: pattern.to_owned(),
             group: group.map(str::to_owned),
@@ -254,7 +294,8 @@ impl Index {
             }
         }
         self.subscriptions.fetch_sub(1, Ordering::Relaxed);
-        self.cache.clear();
+        self.invalidate(pattern);
+        self.generation.fetch_add(1, Ordering::Release);
         if let Some(g) = group {
             self.tell(Some(InterestChange::Left {
                 member: id,
@@ -268,6 +309,20 @@ impl Index {
         })))
     }
 
+    /// Drops the cached matches a change to `pattern` can alter: those of the cached topics
+    /// it matches (a literal pattern only its own topic), found by walking the cached topics'
+    /// trie with the pattern. Queue-group turns live beside the trie, so no entry left in place
+    /// can hold a stale turn either.
+    ///
+    /// Called with the trie's write lock held: a lookup inserts its result under the read lock,
+    /// so no reader can put back a result computed before the change.
+    fn invalidate(&self, pattern: &str) {
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        cached.take_matching(pattern, &mut |topic| {
+            self.cache.remove(&*topic);
+        });
+    }
+
     /// Who gets a message published on `topic` (a valid topic).
     pub fn lookup(&self, topic: &str) -> Arc<Matches> {
         if let Some(hit) = self.cache.get(topic) {
@@ -275,17 +330,47 @@ impl Index {
             return hit.clone();
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let tokens: Vec<&str> = topic.split('.').collect();
         let trie = self.trie.read().unwrap_or_else(|p| p.into_inner());
-        let mut c = Collect::default();
-        trie.root.collect(&tokens, &mut c);
-        let m = Arc::new(c.finish(&trie.turns));
+        let m = Arc::new(trie.matches(topic));
+        // Still under the read lock, so no change can invalidate before this insert; the
+        // cached topics' lock keeps their trie and the cache's keys in step between lookups.
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
         if self.cache.len() >= CACHE_LIMIT {
             self.cache.clear();
+            cached.clear();
         }
-        // Still under the read lock, so no subscribe can clear the cache before this insert.
+        cached.insert(topic);
         self.cache.insert(topic.into(), m.clone());
         m
+    }
+
+    /// Who gets a message on `topic`, reusing `recent` (one connection's last lookup) while
+    /// nothing in the index has changed since it was taken: a publisher sending on one topic
+    /// skips the shared cache (its hash, its shard's lock, the hit counter's cache line that
+    /// both cores write). Any subscribe or unsubscribe anywhere makes the next call go to the
+    /// shared cache, which keeps its entries through changes that do not concern them.
+    pub fn lookup_recent<'r>(&self, topic: &str, recent: &'r mut Recent) -> &'r Arc<Matches> {
+        // Read before the lookup: a change landing in between leaves `recent` one generation
+        // behind, so the next call looks again.
+        let generation = self.generation.load(Ordering::Acquire);
+        let fresh = recent.generation == generation && recent.topic == topic;
+        if fresh && recent.matches.is_some() {
+            recent.hits += 1;
+        } else {
+            recent.topic.clear();
+            recent.topic.push_str(topic);
+            recent.generation = generation;
+            recent.matches = None;
+        }
+        recent.matches.get_or_insert_with(|| self.lookup(topic))
+    }
+
+    /// Adds the hits counted in `recent` to the cache's statistics (once per read batch).
+    pub fn fold_hits(&self, recent: &mut Recent) {
+        if recent.hits > 0 {
+            self.hits.fetch_add(recent.hits, Ordering::Relaxed);
+            recent.hits = 0;
+        }
     }
 
     /// Subscriptions held now.
@@ -313,142 +398,4 @@ impl Index {
 }
 
 #[cfg(test)]
-mod tests {
-    use tokio_util::sync::CancellationToken;
-
-    use super::*;
-    use crate::config::SlowConsumer;
-
-    fn outbox(id: u64) -> Arc<Outbox> {
-        Arc::new(Outbox::new(id, 1 << 20, SlowConsumer::Drop, CancellationToken::new()).0)
-    }
-
-    fn ids(m: &Matches) -> Vec<u64> {
-        m.plain.iter().map(|p| p.id).collect()
-    }
-
-    #[test]
-    fn wildcards_and_literals_match_and_each_connection_gets_it_once() {
-        let idx = Index::default();
-        let (a, b) = (outbox(1), outbox(2));
-        idx.subscribe(&a, "a.b", None);
-        idx.subscribe(&a, "a.*", None);
-        idx.subscribe(&a, "a.>", None);
-        idx.subscribe(&b, ">", None);
-        assert_eq!(ids(&idx.lookup("a.b")), vec![1, 2]);
-        assert_eq!(ids(&idx.lookup("a.c.d")), vec![1, 2]);
-        assert_eq!(ids(&idx.lookup("a")), vec![2]);
-        assert_eq!(ids(&idx.lookup("x.y")), vec![2]);
-    }
-
-    #[test]
-    fn interest_is_reported_on_first_and_last() {
-        let idx = Index::default();
-        let (a, b) = (outbox(1), outbox(2));
-        assert!(matches!(
-            idx.subscribe(&a, "a.*", None),
-            Added::New(Some(InterestChange::Gained { .. }))
-        ));
-        assert_eq!(idx.subscribe(&b, "a.*", None), Added::New(None));
-        assert_eq!(idx.subscribe(&b, "a.*", None), Added::Already);
-        assert_eq!(idx.unsubscribe(1, "a.*", None), Removed::Removed(None));
-        assert!(matches!(
-            idx.unsubscribe(2, "a.*", None),
-            Removed::Removed(Some(InterestChange::Lost { .. }))
-        ));
-        assert_eq!(idx.unsubscribe(2, "a.*", None), Removed::NotHeld);
-        assert!(idx.is_empty());
-        assert!(idx.lookup("a.b").plain.is_empty());
-    }
-
-    #[test]
-    fn a_follower_hears_first_and_last_in_order_and_every_group_member() {
-        let idx = Index::default();
-        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let h = heard.clone();
-        assert!(idx.follow(Box::new(move |i| h.lock().unwrap().push(i.clone()))));
-        let (a, b) = (outbox(1), outbox(2));
-        idx.subscribe(&a, "x.>", Some("g"));
-        idx.subscribe(&b, "x.>", Some("g"));
-        idx.unsubscribe(1, "x.>", Some("g"));
-        idx.unsubscribe(2, "x.>", Some("g"));
-        let (pattern, g) = ("x.>".to_owned(), "g".to_owned());
-        let member = |member, joined| {
-            let (pattern, group) = (pattern.clone(), g.clone());
-            if joined {
-                InterestChange::Joined {
-                    member,
-                    pattern,
-                    group,
-                }
-            } else {
-                InterestChange::Left {
-                    member,
-                    pattern,
-                    group,
-                }
-            }
-        };
-        let group = Some(g.clone());
-        assert_eq!(
-            *heard.lock().unwrap(),
-            vec![
-                InterestChange::Gained {
-                    pattern: pattern.clone(),
-                    group: group.clone()
-                },
-                member(1, true),
-                member(2, true),
-                member(1, false),
-                member(2, false),
-                InterestChange::Lost { pattern, group },
-            ]
-        );
-    }
-
-    #[test]
-    fn the_cache_is_invalidated_on_change() {
-        let idx = Index::default();
-        let a = outbox(1);
-        assert!(idx.lookup("t").plain.is_empty());
-        idx.subscribe(&a, "t", None);
-        assert_eq!(ids(&idx.lookup("t")), vec![1]);
-        idx.unsubscribe(1, "t", None);
-        assert!(idx.lookup("t").plain.is_empty());
-    }
-
-    #[test]
-    fn queue_groups_merge_by_name_and_rotate() {
-        let idx = Index::default();
-        let (a, b, c) = (outbox(1), outbox(2), outbox(3));
-        idx.subscribe(&a, "jobs.*", Some("w"));
-        idx.subscribe(&b, "jobs.>", Some("w"));
-        idx.subscribe(&c, "jobs.x", Some("other"));
-        let m = idx.lookup("jobs.x");
-        assert_eq!(m.groups.len(), 2);
-        let w = m.groups.iter().find(|g| &*g.name == "w").unwrap();
-        let picks: Vec<u64> = (0..4).map(|_| w.pick().unwrap().id).collect();
-        assert_eq!(picks, vec![1, 2, 1, 2]);
-    }
-
-    #[test]
-    fn a_group_takes_turns_across_topics_and_cache_rebuilds() {
-        let idx = Index::default();
-        let (a, b, c, d) = (outbox(1), outbox(2), outbox(3), outbox(4));
-        for o in [&a, &b, &c] {
-            idx.subscribe(o, "jobs.*", Some("w"));
-        }
-        let mut got = [0; 3];
-        for i in 0..300 {
-            let m = idx.lookup(&format!("jobs.t{i}"));
-            got[m.groups[0].pick().unwrap().id as usize - 1] += 1;
-            // A change elsewhere empties the cache between publishes.
-            idx.subscribe(&d, &format!("other.{i}"), None);
-        }
-        assert_eq!(got, [100, 100, 100]);
-        for o in [&a, &b, &c] {
-            idx.unsubscribe(o.id, "jobs.*", Some("w"));
-        }
-        assert!(idx.trie.read().unwrap().turns.is_empty());
-    }
-}
+mod tests;

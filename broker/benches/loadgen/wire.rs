@@ -1,0 +1,244 @@
+//! The two wires the load generator speaks, with the same design on both: whole messages
+//! pre-encoded once and written in 64 KiB batches, and subscribers that count messages by
+//! their headers without decoding them.
+//!
+//! - mphub: CPython's frames (a 4-byte big-endian length, then the body) around protocol-4
+//!   pickles of `(topic, bytes)`, as `Connection.send` writes them; `$sub` is answered `$ok`.
+//! - NATS: the text protocol (`PUB subject len`, `MSG subject sid len`, `SUB`, `UNSUB`,
+//!   `PING`/`PONG`), as the NATS documentation's "Client Protocol" page gives it. A subscriber
+//!   finds each `MSG` line's end and reads the length at its end, nothing more.
+
+use bytes::{Buf, BytesMut};
+use mphub_protocol::handshake::Handshake;
+use mphub_protocol::{frame, io as hsio};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Which wire a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Mphub,
+    Nats,
+}
+
+/// Bytes a protocol-4 pickle of `(topic, bytes)` puts after the payload: TUPLE2, STOP.
+const PICKLE_TAIL: usize = 2;
+
+impl Proto {
+    /// One publish of `payload` to `topic`, encoded whole.
+    pub fn publish(self, topic: &str, payload: &[u8]) -> Vec<u8> {
+        match self {
+            Proto::Mphub => {
+                let mut body = vec![0x80, 4, 0x8c, topic.len() as u8];
+                body.extend_from_slice(topic.as_bytes());
+                body.push(b'B');
+                body.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                body.extend_from_slice(payload);
+                body.extend_from_slice(&[0x86, b'.']);
+                frame::encode(&body).to_vec()
+            }
+            Proto::Nats => {
+                let mut out = format!("PUB {topic} {}\r\n", payload.len()).into_bytes();
+                out.extend_from_slice(payload);
+                out.extend_from_slice(b"\r\n");
+                out
+            }
+        }
+    }
+
+    /// A subscription to `pattern` (`sid` names it on NATS).
+    pub fn subscribe(self, pattern: &str, sid: u64) -> Vec<u8> {
+        match self {
+            Proto::Mphub => control("$sub", pattern),
+            Proto::Nats => format!("SUB {pattern} {sid}\r\n").into_bytes(),
+        }
+    }
+
+    /// Ending the subscription [`Proto::subscribe`] made.
+    pub fn unsubscribe(self, pattern: &str, sid: u64) -> Vec<u8> {
+        match self {
+            Proto::Mphub => control("$unsub", pattern),
+            Proto::Nats => format!("UNSUB {sid}\r\n").into_bytes(),
+        }
+    }
+
+    /// The last 8 bytes of a message's payload (where the latency run puts its send time),
+    /// given what [`Conn::read`] hands over: a frame body on mphub, the payload on NATS.
+    pub fn tail8(self, msg: &[u8]) -> u64 {
+        let end = match self {
+            Proto::Mphub => msg.len() - PICKLE_TAIL,
+            Proto::Nats => msg.len(),
+        };
+        u64::from_le_bytes(msg[end - 8..end].try_into().unwrap())
+    }
+}
+
+/// `(op, arg)` pickled (protocol 4), framed.
+fn control(op: &str, arg: &str) -> Vec<u8> {
+    let mut body = vec![0x80, 4, 0x8c, op.len() as u8];
+    body.extend_from_slice(op.as_bytes());
+    body.push(0x8c);
+    body.push(arg.len() as u8);
+    body.extend_from_slice(arg.as_bytes());
+    body.extend_from_slice(&[0x86, b'.']);
+    frame::encode(&body).to_vec()
+}
+
+/// What one unit read off the wire was.
+enum Item {
+    /// A message (or an mphub reply: replies are frames like any other).
+    Msg,
+    /// NATS `PONG` (the end of a barrier).
+    Pong,
+    /// NATS `PING`: answer it.
+    Ping,
+    /// NATS `INFO`, `+OK`: nothing to do.
+    Skip,
+}
+
+/// One client connection and what it has read and not yet consumed.
+#[derive(Debug)]
+pub struct Conn {
+    pub s: TcpStream,
+    buf: BytesMut,
+    proto: Proto,
+}
+
+impl Conn {
+    /// Connects; on mphub with `key`, runs the authkey handshake as a stock client would; on
+    /// NATS, reads `INFO` and sends `CONNECT` (no echo of its own messages needed either way).
+    pub async fn open(addr: &str, proto: Proto, key: Option<&[u8]>) -> Conn {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut buf = BytesMut::with_capacity(1 << 16);
+        match (proto, key) {
+            (Proto::Mphub, Some(key)) => {
+                let challenge = hsio::random_challenge().unwrap();
+                hsio::drive(&mut s, &mut buf, Handshake::client(key, challenge))
+                    .await
+                    .unwrap();
+            }
+            (Proto::Mphub, None) => {}
+            (Proto::Nats, _) => {
+                s.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n")
+                    .await
+                    .unwrap();
+            }
+        }
+        Conn { s, buf, proto }
+    }
+
+    /// Subscribes to every pattern (sids from `first_sid`) and waits until the server has
+    /// them all: mphub answers each `$sub` with `$ok`; NATS answers a `PING` after them.
+    pub async fn subscribe_all(&mut self, patterns: &[String], first_sid: u64) {
+        let mut out = Vec::new();
+        for (i, p) in patterns.iter().enumerate() {
+            out.extend_from_slice(&self.proto.subscribe(p, first_sid + i as u64));
+        }
+        self.s.write_all(&out).await.unwrap();
+        match self.proto {
+            Proto::Mphub => self.read(patterns.len() as u64, |_| {}).await,
+            Proto::Nats => self.barrier().await,
+        }
+    }
+
+    /// NATS: `PING` and wait for its `PONG` (everything sent before it has been handled).
+    pub async fn barrier(&mut self) {
+        assert_eq!(self.proto, Proto::Nats);
+        self.s.write_all(b"PING\r\n").await.unwrap();
+        loop {
+            while let Some(item) = self.next(&mut |_| {}) {
+                match item {
+                    Item::Pong => return,
+                    Item::Ping => self.s.write_all(b"PONG\r\n").await.unwrap(),
+                    Item::Msg | Item::Skip => {}
+                }
+            }
+            self.fill().await;
+        }
+    }
+
+    /// Reads until `n` messages have arrived; hands each to `each` (a frame body on mphub, the
+    /// payload on NATS).
+    pub async fn read(&mut self, n: u64, mut each: impl FnMut(&[u8])) {
+        let mut got = 0;
+        while got < n {
+            while let Some(item) = self.next(&mut each) {
+                match item {
+                    Item::Msg => {
+                        got += 1;
+                        if got == n {
+                            return;
+                        }
+                    }
+                    Item::Ping => self.s.write_all(b"PONG\r\n").await.unwrap(),
+                    Item::Pong | Item::Skip => {}
+                }
+            }
+            if !self.fill().await {
+                panic!("server closed after {got} of {n}");
+            }
+        }
+    }
+
+    /// Reads whatever arrives until the server closes, counting messages.
+    pub async fn drain(&mut self) -> u64 {
+        let mut got = 0;
+        loop {
+            while let Some(item) = self.next(&mut |_| {}) {
+                if let Item::Msg = item {
+                    got += 1;
+                }
+            }
+            if !self.fill().await {
+                return got;
+            }
+        }
+    }
+
+    async fn fill(&mut self) -> bool {
+        self.buf.reserve(1 << 16);
+        self.s.read_buf(&mut self.buf).await.unwrap() > 0
+    }
+
+    /// The next whole item at the front of the buffer, consumed.
+    fn next(&mut self, each: &mut impl FnMut(&[u8])) -> Option<Item> {
+        match self.proto {
+            Proto::Mphub => {
+                let f = frame::decode(&mut self.buf, 1 << 30).unwrap()?;
+                each(f.body());
+                Some(Item::Msg)
+            }
+            Proto::Nats => {
+                let eol = self.buf.windows(2).position(|w| w == b"\r\n")?;
+                let line = &self.buf[..eol];
+                if line.starts_with(b"MSG ") {
+                    // `MSG subject sid [reply] len`: the length is the last field.
+                    let sp = line.iter().rposition(|&b| b == b' ').unwrap();
+                    let len: usize = std::str::from_utf8(&line[sp + 1..])
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    let start = eol + 2;
+                    if self.buf.len() < start + len + 2 {
+                        return None;
+                    }
+                    each(&self.buf[start..start + len]);
+                    self.buf.advance(start + len + 2);
+                    return Some(Item::Msg);
+                }
+                let item = if line == b"PONG" {
+                    Item::Pong
+                } else if line == b"PING" {
+                    Item::Ping
+                } else if line.starts_with(b"-ERR") {
+                    panic!("nats-server: {}", String::from_utf8_lossy(line));
+                } else {
+                    Item::Skip
+                };
+                self.buf.advance(eol + 2);
+                Some(item)
+            }
+        }
+    }
+}
