@@ -107,8 +107,9 @@ pub struct Session<'a> {
     services: &'a Services,
     config: Arc<Config>,
     user: Arc<User>,
-    /// Publish verdicts per topic, for a user with publish rules.
-    verdicts: HashMap<Box<str>, bool>,
+    /// Publish verdicts per topic, for a user with publish rules. Hashed with foldhash, as the
+    /// match cache is: one lookup per publish, and the map is capped at [`VERDICTS`] anyway.
+    verdicts: HashMap<Box<str>, bool, foldhash::fast::RandomState>,
     /// The connection as introspection sees it: its subscriptions, name and counts live there.
     conn: &'a Arc<Entry>,
     outbox: &'a Arc<Outbox>,
@@ -153,7 +154,7 @@ impl<'a> Session<'a> {
             services,
             config,
             user,
-            verdicts: HashMap::new(),
+            verdicts: HashMap::default(),
             conn,
             outbox,
             scanner: Scanner::default(),
