@@ -207,3 +207,15 @@ def test_group_members_on_one_hub_share_the_messages(hubs):
     got = [m.next().payload for s in members for m in [s] * s.pending]
     assert sorted(got) == list(range(300))
     assert [s.pending for s in members] == [0, 0, 0] and all(s.delivered == 100 for s in members)
+
+
+def test_outside_a_cluster_there_is_no_max_payload_and_large_publishes_pass_without_a_warning(broker):
+    import warnings
+
+    with mphub.connect(broker.addrs[0], authkey=KEY) as hub, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hub.flush()
+        assert hub.max_payload is None
+        sub = hub.subscribe("big")
+        hub.publish("big", b"z" * (2 << 20))
+        assert sub.next(timeout=30).payload == b"z" * (2 << 20)

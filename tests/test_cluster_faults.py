@@ -334,3 +334,33 @@ def test_the_nats_max_payload_is_a_gauge_and_larger_limits_let_larger_messages_c
     finally:
         roomy.stop()
 
+
+
+def test_client_py_warns_of_a_publish_over_the_nats_max_payload_and_it_still_reaches_its_node(nats, node):
+    import warnings
+
+    import mphub
+    from test_cluster import KEY
+
+    (server,) = nats(1)  # nats-server's default max_payload: 1 MiB
+    a, b = node(server.url), node(server.url)
+    near, far = listener(a, "big"), listener(b, "big")
+    settle([a, b])
+    with mphub.connect(a.addrs[0], authkey=KEY) as hub, warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        hub.flush()  # a $ping barrier: the $hello answer, which carries the limit, came first
+        assert hub.max_payload == 1 << 20
+        hub.publish("big", b"small")
+        hub.flush()
+        assert seen == []
+        hub.publish("big", b"z" * (2 << 20))
+        hub.publish("big", b"after")
+        hub.flush()
+    assert [w.category for w in seen] == [mphub.MaxPayloadWarning]
+    assert "max_payload (1048576 bytes" in str(seen[0].message)
+    # Warned, not refused: the node's own subscriber has all three, the other node the small ones.
+    end = connect(a)
+    end.send(END)
+    assert recv_until(near, END) == [("big", b"small"), ("big", b"z" * (2 << 20)), ("big", b"after")]
+    assert recv_until(far, END) == [("big", b"small"), ("big", b"after")]
+

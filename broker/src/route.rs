@@ -53,6 +53,10 @@ pub trait Forward: Send + Sync + std::fmt::Debug {
     /// Hands over one local publish: its topic, its pickled body exactly as received, and the
     /// queue groups already served here. Must not block.
     fn forward(&self, topic: &str, body: Bytes, served: &Served<'_>);
+
+    /// The largest body that goes beyond this node, in bytes (NATS's `max_payload`), when
+    /// known: larger publishes are delivered locally only.
+    fn max_payload(&self) -> Option<u64>;
 }
 
 /// The broker-wide delivery counters that routing folds its tallies into.

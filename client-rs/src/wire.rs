@@ -182,7 +182,7 @@ mod tests {
             mphub_protocol::classify(body(&hello)),
             mphub_protocol::Envelope::Hello { has_code: false }
         );
-        let ok = mphub_protocol::reply::hello("w");
+        let ok = mphub_protocol::reply::hello("w", Some(1 << 20));
         assert_eq!(
             reply(body(&ok)).expect("reply"),
             Reply::Ok("$hello".into(), "w".into(), None)

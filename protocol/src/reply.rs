@@ -34,13 +34,22 @@ pub fn ok(op: &str, args: &Interest<'_>) -> Bytes {
 }
 
 /// `("$ok", ("$hello", {"name": name}))`: the `$hello` request as the broker took it (keys other
-/// than `name` are ignored, so they are not echoed).
-pub fn hello(name: &str) -> Bytes {
+/// than `name` are ignored, so they are not echoed). A node in a cluster adds
+/// `"max_payload": bytes`, the NATS server's `max_payload` once it is known: publishes larger than
+/// that stay on their node, and a client can warn about them before sending (as NATS clients
+/// learn it from the server's `INFO`).
+pub fn hello(name: &str, max_payload: Option<u64>) -> Bytes {
     let mut dict = std::collections::BTreeMap::new();
     dict.insert(
         serde_pickle::HashableValue::String("name".into()),
         text(name),
     );
+    if let Some(max) = max_payload.and_then(|m| i64::try_from(m).ok()) {
+        dict.insert(
+            serde_pickle::HashableValue::String("max_payload".into()),
+            Value::I64(max),
+        );
+    }
     framed(&Value::Tuple(vec![
         text("$ok"),
         Value::Tuple(vec![text("$hello"), Value::Dict(dict)]),
@@ -97,12 +106,17 @@ mod tests {
     }
 
     #[test]
-    fn a_hello_is_echoed_with_its_name() {
-        let v: Value = serde_pickle::value_from_slice(body(&hello("w-1")), Default::default())
-            .expect("a pickle");
+    fn a_hello_is_echoed_with_its_name_and_a_clustered_node_adds_max_payload() {
+        let echo = |max| {
+            let v: Value =
+                serde_pickle::value_from_slice(body(&hello("w-1", max)), Default::default())
+                    .expect("a pickle");
+            format!("{v}")
+        };
+        assert_eq!(echo(None), "(\"$ok\", (\"$hello\", {\"name\": \"w-1\"}))");
         assert_eq!(
-            format!("{v}"),
-            "(\"$ok\", (\"$hello\", {\"name\": \"w-1\"}))"
+            echo(Some(1 << 20)),
+            "(\"$ok\", (\"$hello\", {\"max_payload\": 1048576, \"name\": \"w-1\"}))"
         );
     }
 

@@ -299,6 +299,10 @@ impl Forward for Cluster {
     fn forward(&self, topic: &str, body: Bytes, served: &Served<'_>) {
         self.link.out.forward(topic, body, served);
     }
+
+    fn max_payload(&self) -> Option<u64> {
+        Cluster::max_payload(self)
+    }
 }
 
 impl Link {

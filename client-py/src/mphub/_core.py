@@ -17,7 +17,9 @@ wait and run a timer. Everything they decide alike is decided here, once:
   after `ping_interval` with nothing received, a `$ping`; past `max_outstanding_pings`
   unanswered, the connection is dead (`kill`), and the driver's loss path takes over;
 - `("$hello", {"name": ...})` first on every connect, so the broker's logs and status page
-  name the connection.
+  name the connection; a node in a cluster answers it with the cluster's `max_payload`, and a
+  larger publish is warned about (`MaxPayloadWarning`): it would reach that node's subscribers
+  only.
 
 Drivers wait on waiters the core makes with their factory (a `threading.Event` in
 `client.EventWaiter`, an asyncio future in `aio.FutureWaiter`); the core only calls
@@ -27,9 +29,7 @@ from one thread (the asyncio hub's loop: a publish then takes no lock at all). W
 callbacks called outside it.
 
 Where features to come belong, so that both hubs get them at once:
-- TLS: the drivers' connection setup (`_connect`); nothing here changes;
-- a frame size the broker announces: a second limit beside `max_frame` in `put`, warned
-  about instead of refused.
+- TLS: the drivers' connection setup (`_connect`); nothing here changes.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import pickle
 import struct
 import threading
 import time
+import warnings
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Generic, List, Optional, Protocol, Tuple, TypeVar, Union
 
@@ -53,6 +54,7 @@ from .errors import (
     BrokerError,
     BufferFullError,
     ConnectionClosed,
+    MaxPayloadWarning,
     MphubError,
     PayloadRefused,
 )
@@ -82,17 +84,24 @@ W = TypeVar("W", bound=Waiter)
 
 
 class _HelloAck:
-    """Where the broker's answer to `$hello` goes: nobody waits for it. A broker from before
-    `$hello` answers `$error`; the connection works all the same, so that is only logged."""
+    """Where the broker's answer to `$hello` goes: nobody waits for it. A node in a cluster
+    answers `{"name": ..., "max_payload": bytes}`, which becomes the core's second limit. A
+    broker from before `$hello` answers `$error`; the connection works all the same, so that
+    is only logged."""
 
-    __slots__ = ()
+    __slots__ = ("core",)
+
+    def __init__(self, core: Core[Any]) -> None:
+        self.core = core
 
     def set(self, value: Any = None, error: Optional[BaseException] = None) -> None:
         if error is not None:
             log.debug("mphub: the broker did not take the connection's name: %s", error)
-
-
-_HELLO_ACK = _HelloAck()
+            return
+        if type(value) is tuple and len(value) == 2 and type(value[1]) is dict:
+            limit = value[1].get("max_payload")
+            if type(limit) is int and limit > 0:
+                self.core.cluster_limit(limit)
 
 
 def wire_arg(key: Key) -> Any:
@@ -187,6 +196,10 @@ class Core(Generic[W]):
         self.address = address
         self.name = name
         self.max_frame = max_frame
+        # The cluster's max_payload, when the node reported one; `_over` is the smaller of the
+        # two limits, so a publish under both pays one comparison.
+        self.max_payload: Optional[int] = None
+        self._over = max_frame
         self.protocol = pickle_protocol
         self.reconnect = reconnect
         self.max_attempts = max_reconnect_attempts
@@ -252,8 +265,10 @@ class Core(Generic[W]):
         `reconnect_buffer` bytes and `ConnectionClosed` once closed or given up.
         """
         n = len(body)
-        if n > self.max_frame:
-            raise ValueError(f"message of {n} bytes is over max_frame ({self.max_frame})")
+        if n > self._over:
+            if n > self.max_frame:
+                raise ValueError(f"message of {n} bytes is over max_frame ({self.max_frame})")
+            self._warn_max_payload()
         connected = self.connected
         if not connected:
             self._check_offline(n)
@@ -268,6 +283,23 @@ class Core(Generic[W]):
         if len(buf) >= self._flush_size:
             todo = NOW
         return todo if connected else IDLE
+
+    def cluster_limit(self, max_payload: int) -> None:
+        """The node reported the cluster's `max_payload` (bytes) in its `$hello` answer."""
+        self.max_payload = max_payload
+        self._over = min(self.max_frame, max_payload)
+
+    def _warn_max_payload(self) -> None:
+        limit = self.max_payload
+        if limit is not None:
+            # The text names the limit, not the size: under the default filters it shows once.
+            warnings.warn(
+                f"a publish over the cluster's max_payload ({limit} bytes, the NATS server's) "
+                "reaches subscribers on this node only; raise max_payload in nats-server to "
+                "send it to the other nodes",
+                MaxPayloadWarning,
+                stacklevel=2,
+            )
 
     def take_output(self) -> Optional[bytearray]:
         """Everything buffered, to write now; None while disconnected or if there is nothing."""
@@ -492,9 +524,11 @@ class Core(Generic[W]):
             if self.closing:
                 return None
             out = bytearray()
+            # The node connected to now reports its own cluster's limit, if any.
+            self.max_payload, self._over = None, self.max_frame
             if self.name is not None:
                 out += self._frame(("$hello", {"name": self.name}))
-                self._acks.append(_HELLO_ACK)
+                self._acks.append(_HelloAck(self))
             for key in self._keys:
                 out += self._frame(("$sub", wire_arg(key)))
                 self._acks.append(None)

@@ -187,6 +187,14 @@ class HubBase(Generic[W]):
         """True while the connection is up (False while reconnecting and after close)."""
         return self._core.connected
 
+    @property
+    def max_payload(self) -> Optional[int]:
+        """The cluster's `max_payload` in bytes (the NATS server's), as the node this hub is
+        connected to reported it in its answer to `$hello`; None outside a cluster, before
+        that answer, or when the hub sends no `$hello` (`name=None`). A larger publish reaches
+        that node's subscribers only, and `publish` warns of it (`MaxPayloadWarning`)."""
+        return self._core.max_payload
+
     # ------------------------------------------------------------------ worker metrics
 
     def counter(self, name: str, help: str, labels: Sequence[str] = ()) -> Family:

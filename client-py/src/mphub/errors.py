@@ -58,6 +58,13 @@ class PayloadRefused(MphubError):
         self.topic = topic
 
 
+class MaxPayloadWarning(UserWarning):
+    """A publish is larger than the cluster's `max_payload` (the NATS server's, which the broker
+    reports in its answer to `$hello`): the broker delivers it to subscribers on its own node
+    only. Issued once per limit through `warnings`, so the usual filters apply
+    (`warnings.simplefilter("error", MaxPayloadWarning)` turns it into an exception)."""
+
+
 class TimeoutError(MphubError, builtins.TimeoutError):
     """Nothing came in time; also a builtin `TimeoutError`, so either `except` catches it."""
 
