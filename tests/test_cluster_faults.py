@@ -337,6 +337,7 @@ def test_the_nats_max_payload_is_a_gauge_and_larger_limits_let_larger_messages_c
 
 
 def test_client_py_warns_of_a_publish_over_the_nats_max_payload_and_it_still_reaches_its_node(nats, node):
+    import pickle
     import warnings
 
     import mphub
@@ -346,21 +347,38 @@ def test_client_py_warns_of_a_publish_over_the_nats_max_payload_and_it_still_rea
     a, b = node(server.url), node(server.url)
     near, far = listener(a, "big"), listener(b, "big")
     settle([a, b])
+    # A stock client's $hello comes back whole, with the limit added.
+    stock = connect(a)
+    stock.send(("$hello", {"name": "stock", "pid": 7}))
+    answer = stock.recv()
+    limit = answer[1][1].pop("max_payload")
+    assert answer == ("$ok", ("$hello", {"name": "stock", "pid": 7}))
+    assert 1 << 20 > limit > (1 << 20) - 100  # NATS's limit less the node's own headers
+
+    def payload(body_len):  # a payload whose pickled publish is exactly body_len bytes
+        overhead = len(pickle.dumps(("big", b"z" * body_len), pickle.HIGHEST_PROTOCOL)) - body_len
+        data = b"z" * (body_len - overhead)
+        assert len(pickle.dumps(("big", data), pickle.HIGHEST_PROTOCOL)) == body_len
+        return data
+
+    # The limit counts the node's headers at their longest (the sequence number's 20 digits), so a
+    # pickle up to ~20 bytes over it may still cross; 40 over never does.
+    fits, over = payload(limit), payload(limit + 40)
     with mphub.connect(a.addrs[0], authkey=KEY) as hub, warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         hub.flush()  # a $ping barrier: the $hello answer, which carries the limit, came first
-        assert hub.max_payload == 1 << 20
-        hub.publish("big", b"small")
+        assert hub.max_payload == limit
+        hub.publish("big", fits)
         hub.flush()
         assert seen == []
-        hub.publish("big", b"z" * (2 << 20))
+        hub.publish("big", over)
         hub.publish("big", b"after")
         hub.flush()
     assert [w.category for w in seen] == [mphub.MaxPayloadWarning]
-    assert "max_payload (1048576 bytes" in str(seen[0].message)
-    # Warned, not refused: the node's own subscriber has all three, the other node the small ones.
-    end = connect(a)
-    end.send(END)
-    assert recv_until(near, END) == [("big", b"small"), ("big", b"z" * (2 << 20)), ("big", b"after")]
-    assert recv_until(far, END) == [("big", b"small"), ("big", b"after")]
-
+    assert f"max_payload ({limit} bytes" in str(seen[0].message)
+    assert seen[0].filename == __file__  # the caller's line, not the library's
+    # Warned, not refused: the node's own subscriber has all three, the other node the rest.
+    stock.send(END)
+    assert recv_until(near, END) == [("big", fits), ("big", over), ("big", b"after")]
+    assert recv_until(far, END) == [("big", fits), ("big", b"after")]
+    assert scrape(a)['mphub_cluster_not_forwarded_total{reason="too_large"}'] == 1

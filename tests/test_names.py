@@ -52,9 +52,9 @@ def test_a_stock_client_names_its_connection_and_bad_hellos_get_a_reason(mbroker
 def test_a_connection_may_rename_itself(mbroker):
     c = Client(mbroker.address, authkey=KEY)
     c.send(("$hello", {"name": "first"}))
-    c.send(("$hello", {"name": "second name"}))
+    c.send(("$hello", {"name": "second name", "pid": 7}))
     assert c.recv() == ("$ok", ("$hello", {"name": "first"}))
-    assert c.recv() == ("$ok", ("$hello", {"name": "second name"}))
+    assert c.recv() == ("$ok", ("$hello", {"name": "second name", "pid": 7}))
     barrier(c)
     assert by_name(mbroker, "second name")["id"] > 0
     c.close()

@@ -54,8 +54,8 @@ pub trait Forward: Send + Sync + std::fmt::Debug {
     /// queue groups already served here. Must not block.
     fn forward(&self, topic: &str, body: Bytes, served: &Served<'_>);
 
-    /// The largest body that goes beyond this node, in bytes (NATS's `max_payload`), when
-    /// known: larger publishes are delivered locally only.
+    /// The largest body that goes beyond this node, in bytes (NATS's `max_payload` less the
+    /// headers the bridge adds), when known: larger publishes are delivered locally only.
     fn max_payload(&self) -> Option<u64>;
 }
 

@@ -182,7 +182,8 @@ mod tests {
             mphub_protocol::classify(body(&hello)),
             mphub_protocol::Envelope::Hello { has_code: false }
         );
-        let ok = mphub_protocol::reply::hello("w", Some(1 << 20));
+        let h = mphub_protocol::name::hello(body(&hello)).expect("a hello");
+        let ok = mphub_protocol::reply::hello(body(&hello), &h, Some(1 << 20));
         assert_eq!(
             reply(body(&ok)).expect("reply"),
             Reply::Ok("$hello".into(), "w".into(), None)

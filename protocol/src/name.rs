@@ -6,7 +6,7 @@
 
 use thiserror::Error;
 
-use crate::envelope::plain::{Plain, PlainError, Shape};
+use crate::envelope::plain::{Layout, Plain, PlainError, Shape};
 
 /// Longest name, in characters.
 pub const MAX_NAME: usize = 64;
@@ -41,9 +41,24 @@ pub enum HelloError {
     Name(#[from] NameError),
 }
 
+/// A `$hello` request as the broker read it: the name, and where its pickle's opcodes stand, so
+/// that [`crate::reply::hello`] can answer with the request itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// The name, checked with [`check`].
+    pub name: String,
+    pub(crate) layout: Layout,
+}
+
 /// The name in a `$hello` frame body, `("$hello", {"name": name, ...})`; other keys are
 /// ignored. The name is checked with [`check`].
 pub fn hello_name(body: &[u8]) -> Result<String, HelloError> {
+    hello(body).map(|h| h.name)
+}
+
+/// Reads a `$hello` frame body, `("$hello", {"name": name, ...})`: the name (checked with
+/// [`check`]; other keys are ignored) and what answering with the request needs.
+pub fn hello(body: &[u8]) -> Result<Hello, HelloError> {
     if body.len() > MAX_HELLO {
         return Err(HelloError::TooLarge(body.len()));
     }
@@ -76,7 +91,10 @@ pub fn hello_name(body: &[u8]) -> Result<String, HelloError> {
     let v = name.ok_or(HelloError::NoName)?;
     let name = plain.str(v).ok_or(HelloError::NotStr(plain.type_name(v)))?;
     check(name)?;
-    Ok(name.to_owned())
+    Ok(Hello {
+        name: name.to_owned(),
+        layout: plain.layout(),
+    })
 }
 
 /// Why a name is refused.

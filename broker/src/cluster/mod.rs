@@ -84,6 +84,8 @@ struct Status {
 #[derive(Debug)]
 pub struct Cluster {
     link: Arc<Link>,
+    /// What this node's own headers take of NATS's `max_payload` ([`subject::Naming::header_room`]).
+    header_room: u64,
     client: async_nats::Client,
     interest: Arc<Interest>,
     /// The NATS client's own counters.
@@ -201,6 +203,7 @@ impl Cluster {
             local.shutdown_timeout,
         )));
         let stats = client.statistics();
+        let header_room = naming.header_room();
         tasks.spawn(tokio::task::unconstrained(inbound::run(
             local,
             naming,
@@ -211,6 +214,7 @@ impl Cluster {
         )));
         Ok(Arc::new(Cluster {
             link,
+            header_room,
             client,
             interest,
             stats,
@@ -300,8 +304,10 @@ impl Forward for Cluster {
         self.link.out.forward(topic, body, served);
     }
 
+    /// NATS's `max_payload` less this node's own headers at their longest: the largest pickle
+    /// that always crosses (one up to ~20 bytes larger may, while sequence numbers are short).
     fn max_payload(&self) -> Option<u64> {
-        Cluster::max_payload(self)
+        Cluster::max_payload(self).map(|m| m.saturating_sub(self.header_room))
     }
 }
 

@@ -72,6 +72,18 @@ impl Naming {
     }
 
     /// The headers for this node's `seq`-th forwarded message.
+    /// The most bytes the headers of a local publish that served no queue group here take on
+    /// the wire (`NATS/1.0\r\n`, `Mphub-Origin: node:seq\r\n` with the longest seq, `\r\n`):
+    /// NATS counts them against `max_payload` with the payload (async-nats' `check_payload_size`).
+    pub fn header_room(&self) -> u64 {
+        let origin = format!("{}:{}", self.node, u64::MAX);
+        (b"NATS/1.0\r\n".len()
+            + AsRef::<str>::as_ref(&ORIGIN).len()
+            + b": ".len()
+            + origin.len()
+            + 2 * b"\r\n".len()) as u64
+    }
+
     pub fn headers(&self, seq: u64, served: Option<&str>) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(ORIGIN, format!("{}:{seq}", self.node));
@@ -154,6 +166,16 @@ mod tests {
         let n = Naming::new("mphub.", "ab12");
         assert_eq!(served_header(&Served::default()), None);
         let h = n.headers(42, Some("w x"));
+        let longest = n.headers(u64::MAX, None);
+        let wire: usize = longest
+            .iter()
+            .map(|(k, vs)| {
+                vs.iter()
+                    .map(|v| AsRef::<str>::as_ref(k).len() + 2 + v.as_str().len() + 2)
+                    .sum::<usize>()
+            })
+            .sum();
+        assert_eq!(n.header_room(), (10 + wire + 2) as u64);
         assert_eq!(origin(Some(&h)), Some(("ab12", 42)));
         assert!(served(Some(&h), "x"));
         assert!(!served(Some(&h), "y"));

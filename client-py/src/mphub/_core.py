@@ -39,6 +39,7 @@ import logging
 import os
 import pickle
 import struct
+import sys
 import threading
 import time
 import warnings
@@ -292,13 +293,17 @@ class Core(Generic[W]):
     def _warn_max_payload(self) -> None:
         limit = self.max_payload
         if limit is not None:
-            # The text names the limit, not the size: under the default filters it shows once.
+            # Attributed to the caller's line, the first frame outside this package; the text
+            # names the limit, not the size, so under the default filters it shows once there.
+            level, f = 2, sys._getframe(1)
+            while f.f_back is not None and f.f_globals.get("__name__", "").startswith("mphub."):
+                level, f = level + 1, f.f_back
             warnings.warn(
-                f"a publish over the cluster's max_payload ({limit} bytes, the NATS server's) "
-                "reaches subscribers on this node only; raise max_payload in nats-server to "
-                "send it to the other nodes",
+                f"a publish over the cluster's max_payload ({limit} bytes: the NATS server's, "
+                "less the node's own headers) may reach subscribers on this node only; raise "
+                "max_payload in nats-server to send it to the other nodes",
                 MaxPayloadWarning,
-                stacklevel=2,
+                stacklevel=level,
             )
 
     def take_output(self) -> Optional[bytearray]:

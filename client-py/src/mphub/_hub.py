@@ -189,10 +189,11 @@ class HubBase(Generic[W]):
 
     @property
     def max_payload(self) -> Optional[int]:
-        """The cluster's `max_payload` in bytes (the NATS server's), as the node this hub is
-        connected to reported it in its answer to `$hello`; None outside a cluster, before
-        that answer, or when the hub sends no `$hello` (`name=None`). A larger publish reaches
-        that node's subscribers only, and `publish` warns of it (`MaxPayloadWarning`)."""
+        """The largest pickled publish, in bytes, that always reaches the cluster's other nodes
+        (the NATS server's `max_payload` less the node's own headers), as the node this hub is
+        connected to reported it in its answer to `$hello`; None outside a cluster, before that
+        answer, or when the hub sends no `$hello` (`name=None`). A larger publish may reach that
+        node's subscribers only, and `publish` warns of it (`MaxPayloadWarning`)."""
         return self._core.max_payload
 
     # ------------------------------------------------------------------ worker metrics

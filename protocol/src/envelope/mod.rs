@@ -15,7 +15,7 @@
 //! opcode that imports or calls.
 
 mod compat_names;
-mod opcodes;
+pub(crate) mod opcodes;
 pub(crate) mod plain;
 mod policy;
 mod scan;

@@ -107,6 +107,23 @@ pub(crate) struct Plain<'a> {
     items: Vec<Value<'a>>,
     /// Text that needed decoding (protocol 0), one entry per `UNICODE` opcode.
     owned: Vec<Box<str>>,
+    /// Where the opcodes that matter for splicing stand.
+    layout: Layout,
+}
+
+/// Where a few opcodes of a decoded pickle stand (byte offsets into its body): what a reply that
+/// embeds the pickle unchanged needs ([`crate::reply::hello`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Layout {
+    /// The STOP opcode that ended the walk.
+    pub stop: usize,
+    /// The two opcodes before it, oldest first: (opcode, offset); `(STOP, usize::MAX)` where
+    /// there were fewer.
+    pub before_stop: [(u8, usize); 2],
+    /// The first FRAME opcode, if any, and how many there were.
+    pub frame: Option<usize>,
+    /// How many FRAME opcodes the walk met.
+    pub frames: u32,
 }
 
 impl<'a> Plain<'a> {
@@ -122,6 +139,11 @@ impl<'a> Plain<'a> {
     /// The top-level value.
     pub(crate) fn top(&self) -> Value<'a> {
         self.top
+    }
+
+    /// Where the STOP, the opcodes before it and the FRAMEs stand.
+    pub(crate) fn layout(&self) -> Layout {
+        self.layout
     }
 
     /// A container's shape and item count (a dict counts keys and values), if `v` is one.

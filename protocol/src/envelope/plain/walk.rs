@@ -1,7 +1,7 @@
 //! The walk itself: each opcode's effect on the stack, the marks, the memo and the arena, as
 //! `Modules/_pickle.c` applies it.
 
-use super::{Container, Plain, PlainError, Run, Shape, Value, NO_RUN};
+use super::{Container, Layout, Plain, PlainError, Run, Shape, Value, NO_RUN};
 use crate::envelope::opcodes::*;
 use crate::envelope::scan::Cursor;
 use crate::envelope::text;
@@ -83,6 +83,7 @@ impl<'a> Walk<'a> {
                 runs: Vec::with_capacity(guess(16)),
                 items: Vec::with_capacity(guess(4)),
                 owned: Vec::new(),
+                layout: Layout::default(),
             },
             // A pickle CPython writes needs at most 3 entries per byte (TUPLE1: a run, a
             // container and its stack slot); the memo's slack allows a little more.
@@ -292,11 +293,16 @@ impl<'a> Walk<'a> {
 
     fn walk(&mut self, body: &'a [u8]) -> Result<Value<'a>, PlainError> {
         let mut c = Cursor { body, pos: 0 };
+        // The last two opcodes and their offsets, for the layout.
+        let mut last = [(STOP, usize::MAX); 2];
         loop {
             let Some(&op) = body.get(c.pos) else {
                 return Err("pickle ends before its STOP opcode".into());
             };
+            let at = c.pos;
             c.pos += 1;
+            let before = last;
+            last = [last[1], (op, at)];
             match op {
                 PROTO => {
                     let p = c.u8()?;
@@ -309,8 +315,15 @@ impl<'a> Walk<'a> {
                     if len > (body.len() - c.pos) as u64 {
                         return Err("pickle truncated: FRAME runs past the end".into());
                     }
+                    let layout = &mut self.out.layout;
+                    layout.frame.get_or_insert(at);
+                    layout.frames += 1;
                 }
-                STOP => return self.pop(),
+                STOP => {
+                    self.out.layout.stop = at;
+                    self.out.layout.before_stop = before;
+                    return self.pop();
+                }
                 MARK => {
                     self.room(1)?;
                     self.marks.push(self.stack.len());
