@@ -51,6 +51,31 @@ def test_a_threaded_subscriber_never_unpickles_what_its_policy_refuses(broker):
         assert e.reason == "payload refused: it imports 'posix.system'"
 
 
+def test_a_refused_message_for_a_local_queue_group_is_counted_on_one_member(broker):
+    errors = []
+    seen = threading.Event()
+
+    def on_error(e):
+        errors.append(e)
+        seen.set()
+
+    with mphub.connect(broker.addrs[0], authkey=KEY, payloads="data",
+                       allow_globals=["datetime.datetime"], on_error=on_error) as hub:
+        members = [hub.subscribe("jobs.*", group="w") for _ in range(2)]
+        when = publish_all(broker)
+        assert seen.wait(10)
+        hub.flush()
+        got = []
+        for sub in members:
+            while sub.pending:
+                got.append(tuple(sub.next(timeout=10)))
+        assert sorted(got, key=str) == sorted([("jobs.a", when), ("jobs.c", {"n": 1})], key=str)
+        assert sum(sub.refused for sub in members) == 1
+        (e,) = errors
+        assert isinstance(e, PayloadRefused) and e.topic == "jobs.b"
+        assert hub.is_connected  # the reader lived on
+
+
 def test_an_asyncio_subscriber_does_the_same(broker):
     errors = []
 

@@ -1,6 +1,7 @@
 """SIGHUP re-reads the config file: users, keys, permissions and limits change while the broker
 runs and its connections stay open; a config that fails to load changes nothing."""
 
+import pickle
 import signal
 import urllib.request
 from multiprocessing.connection import AuthenticationError, Client
@@ -156,3 +157,39 @@ def test_the_shared_key_reloads_from_its_file(start_broker, tmp_path):
     with pytest.raises(EOFError):
         old.recv()
     assert barrier(Client(b.address, authkey=b"rotated shared key")) == []
+
+
+def test_a_reload_cannot_turn_protected_mode_off_while_an_open_address_stays(start_broker, tmp_path):
+    (tmp_path / "ingest").write_bytes(KEYS["ingest"])
+    conf = tmp_path / "mphub.toml"
+    conf.write_text(f'listen = ["0.0.0.0:0"]\n\n[[users]]\nname = "ingest"\nauthkey_file = "{tmp_path}/ingest"\n')
+    b = start_broker("--config", str(conf), key=None, listen=(), metrics="127.0.0.1:0")
+    # Alone, this file passes protected mode (loopback only, no keys); but a reload keeps the
+    # listener the broker has, which is open to the network.
+    conf.write_text('listen = ["127.0.0.1:0"]\n')
+    b.proc.send_signal(signal.SIGHUP)
+    assert b.wait_for_log("configuration reload failed, nothing changed"), b.log()
+    assert "protected mode" in b.log()
+    assert 'mphub_config_reloads_total{result="error"} 1' in scrape(b)
+    # Still keyed: a client without the key gets nothing through; the user still gets in.
+    port = int(b.addrs[0].rsplit(":", 1)[1])
+    watcher = Client(("127.0.0.1", port), authkey=KEYS["ingest"])
+    subscribe(watcher, ">")
+    # (A keyless stock client reads the broker's challenge as a pickle: UnpicklingError.)
+    with pytest.raises((AuthenticationError, EOFError, ConnectionError, pickle.UnpicklingError)):
+        keyless = Client(("127.0.0.1", port))
+        keyless.send(("a.x", "through"))
+        keyless.recv()
+    assert barrier(watcher) == []
+
+
+def test_a_reload_with_a_log_level_it_cannot_read_changes_nothing(hub):
+    hub.conf.write_text('log_level = "x=nolevel"\n' + AFTER.format(d=hub.dir))
+    hub.proc.send_signal(signal.SIGHUP)
+    assert hub.wait_for_log("configuration reload failed, nothing changed"), hub.log()
+    assert "log_level" in hub.log()
+    # The users of the file it refused did not apply: temp is still there, ingest still limited.
+    assert barrier(Client(hub.address, authkey=KEYS["temp"])) == []
+    ingest = Client(hub.address, authkey=KEYS["ingest"])
+    ingest.send(("b.x", 1))
+    assert barrier(ingest) == [("$error", "permission denied: publish to 'b.x'")]

@@ -241,8 +241,9 @@ impl Broker {
     /// the configuration in force afterwards.
     pub async fn reload(&self, loaded: Result<Config, config::ConfigError>) -> Arc<Config> {
         let counter = &self.sources.metrics.config_reloads;
-        let new = match loaded {
-            Ok(new) => new,
+        let merged = loaded.and_then(|new| reload::merge(&self.config(), new));
+        let out = match merged {
+            Ok(out) => out,
             Err(e) => {
                 counter.with_label_values(&["error"]).inc();
                 tracing::error!(
@@ -252,7 +253,6 @@ impl Broker {
                 return self.config();
             }
         };
-        let out = reload::merge(&self.config(), new);
         if !out.needs_restart.is_empty() {
             warn!(
                 settings = %out.needs_restart.join(", "),

@@ -7,7 +7,7 @@
 //! the NATS connection were made from; a reload keeps them as they are and says they need a
 //! restart.
 
-use crate::config::Config;
+use crate::config::{protected_mode, Config, ConfigError};
 
 /// What a reload does with a freshly loaded configuration.
 #[derive(Debug)]
@@ -18,8 +18,10 @@ pub struct Outcome {
     pub needs_restart: Vec<&'static str>,
 }
 
-/// Lays `new` over `old`, keeping what cannot change while running.
-pub fn merge(old: &Config, mut new: Config) -> Outcome {
+/// Lays `new` over `old`, keeping what cannot change while running. `Err` when the result
+/// would break protected mode: the new file may listen on loopback only and have no keys, but
+/// the listeners kept are the old ones.
+pub fn merge(old: &Config, mut new: Config) -> Result<Outcome, ConfigError> {
     let mut needs_restart = Vec::new();
     let (o, n) = (&old.settings, &mut new.settings);
     if o.listen != n.listen {
@@ -48,10 +50,11 @@ pub fn merge(old: &Config, mut new: Config) -> Outcome {
         needs_restart.push("cluster");
         new.cluster.clone_from(&old.cluster);
     }
-    Outcome {
+    protected_mode(&new.settings.listen, &new.users)?;
+    Ok(Outcome {
         config: new,
         needs_restart,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -64,9 +67,22 @@ mod tests {
         let old = Config::with_listeners(vec![ListenAddr::parse("127.0.0.1:1").unwrap()], None);
         let mut new = Config::with_listeners(vec![ListenAddr::parse("127.0.0.1:2").unwrap()], None);
         new.settings.max_frame = Size(10);
-        let out = merge(&old, new);
+        let out = merge(&old, new).unwrap();
         assert_eq!(out.needs_restart, vec!["listen"]);
         assert_eq!(out.config.settings.listen, old.settings.listen);
         assert_eq!(out.config.settings.max_frame, Size(10));
+    }
+
+    #[test]
+    fn a_reload_cannot_drop_every_key_while_an_open_address_is_kept() {
+        let open = vec![ListenAddr::parse("0.0.0.0:1").unwrap()];
+        let old = Config::with_listeners(open, Some(b"k"));
+        // Loopback only and no key: fine as a file of its own, but the open listener stays.
+        let new = Config::with_listeners(vec![ListenAddr::parse("127.0.0.1:1").unwrap()], None);
+        let err = merge(&old, new).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Protected(ref a) if a.contains("0.0.0.0")),
+            "{err}"
+        );
     }
 }

@@ -120,6 +120,8 @@ pub enum ConfigError {
     },
     #[error("allow_globals: {0:?} is not a module.qualname name (like \"datetime.datetime\")")]
     Global(String),
+    #[error("log_level {0:?}: {1} (give error, warn, info, debug, trace, or RUST_LOG directives)")]
+    LogLevel(String, String),
 }
 
 /// The broker's whole configuration, resolved and checked: one value, so a reload can replace
@@ -194,11 +196,15 @@ impl Config {
             settings.payloads,
             &settings.allow_globals,
         )?;
-        if users.ring().is_none() {
-            if let Some(open) = settings.listen.iter().find(|l| !l.is_local()) {
-                return Err(ConfigError::Protected(open.to_string()));
-            }
+        // A level the log filter cannot read fails here, so that a reload with it changes
+        // nothing (rather than everything but the level).
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&settings.log_level) {
+            return Err(ConfigError::LogLevel(
+                settings.log_level.clone(),
+                e.to_string(),
+            ));
         }
+        protected_mode(&settings.listen, &users)?;
         let cluster = ClusterConfig::from_settings(&settings)?;
         let payloads = PayloadPolicy::new(settings.payloads, &settings.allow_globals)?;
         let tls = ServerTls::from_settings(&settings)?;
@@ -210,6 +216,18 @@ impl Config {
             tls,
         })
     }
+}
+
+/// Protected mode (PROTOCOL §3): with no key at all, only loopback and Unix sockets may listen.
+/// Checked when a configuration is resolved and again when a reload keeps the listeners it
+/// started with (they are what is open, whatever the new file says).
+pub fn protected_mode(listen: &[ListenAddr], users: &Users) -> Result<(), ConfigError> {
+    if users.ring().is_none() {
+        if let Some(open) = listen.iter().find(|l| !l.is_local()) {
+            return Err(ConfigError::Protected(open.to_string()));
+        }
+    }
+    Ok(())
 }
 
 /// Where the configuration comes from: a file (maybe), the flags given, the environment's key.

@@ -80,6 +80,11 @@ class _Group:
             if share:
                 member._push_many(share)
 
+    def _refuse(self) -> None:
+        """A message for the group was refused unread: counted on the member whose turn it was."""
+        self.members[self.next]._refuse()
+        self.next = (self.next + 1) % len(self.members)
+
 
 def deliver(
     bodies: List[memoryview],
