@@ -64,3 +64,16 @@ def test_members_joining_and_leaving_do_not_restart_the_turn(broker):
     everything, counts = shares(members)
     assert everything == list(range(1000))
     assert all(490 <= c <= 510 for c in counts), counts
+
+
+def test_members_on_different_patterns_each_get_a_fair_share(broker):
+    # a and b take jobs.*, c only jobs.x: alternating jobs.x and jobs.y, each gets a third.
+    a, b = members_of(broker, "jobs.*", "w", n=2)
+    (c,) = members_of(broker, "jobs.x", "w", n=1)
+    pub = Client(broker.address, authkey=KEY)
+    for i in range(600):
+        pub.send(("jobs.x" if i % 2 == 0 else "jobs.y", i))
+    barrier(pub)
+    everything, counts = shares([a, b, c])
+    assert everything == list(range(600))
+    assert all(190 <= n <= 210 for n in counts), counts

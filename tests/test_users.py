@@ -114,6 +114,25 @@ def test_a_subscription_overlapping_a_deny_pattern_never_receives_the_denied_top
     assert barrier(ingest) == [("_INBOX.ab.1", "_INBOX.ab.1"), ("_INBOX.ab.2", "_INBOX.ab.2")]
 
 
+def test_a_group_message_a_member_may_not_receive_goes_to_another_member(hub):
+    # ingest may not receive _INBOX.secret.>; the default user may. Both are members of w.
+    restricted = Client(hub.address, authkey=INGEST)
+    allowed = Client(hub.address, authkey=KEY)
+    for member in (restricted, allowed):
+        subscribe(member, ("_INBOX.>", "w"))
+    pub = Client(hub.address, authkey=KEY)
+    for i in range(10):
+        pub.send(("_INBOX.secret.x", i))
+        pub.send(("_INBOX.open.x", i))
+    barrier(pub)
+    got_restricted, got_allowed = barrier(restricted), barrier(allowed)
+    assert not any(t.startswith("_INBOX.secret.") for t, _ in got_restricted), got_restricted
+    # Every message reached the group once: the secret ones all at the member allowed them.
+    assert sorted(got_restricted + got_allowed) == sorted(
+        [("_INBOX.secret.x", i) for i in range(10)] + [("_INBOX.open.x", i) for i in range(10)]
+    )
+
+
 def test_a_user_without_metrics_permission_cannot_send_metrics(hub):
     reader = Client(hub.address, authkey=READER)
     ops = [("declare", "jobs_total", "counter", "Jobs", (), {}), ("inc", "jobs_total", {}, 1)]

@@ -174,7 +174,7 @@ impl Router {
                         continue;
                     }
                 }
-                match pick_live(g) {
+                match pick_live(g, topic) {
                     Some(p) => {
                         out.delivered += u64::from(tally.offer(p, topic, wire, at));
                         out.served.0.push(&g.name);
@@ -199,16 +199,11 @@ impl Router {
     }
 }
 
-/// The member of `group` to deliver the next message to, skipping members that are closing;
-/// each member is tried at most once.
-fn pick_live(group: &Group) -> Option<&Arc<Outbox>> {
-    for _ in 0..group.members.len() {
-        let p = group.pick()?;
-        if !p.kill.is_cancelled() {
-            return Some(p);
-        }
-    }
-    None
+/// The member of `group` to deliver the next message on `topic` to, passing over members that
+/// are closing and members whose user may not receive `topic` (`deny_subscribe`): as NATS does,
+/// the message goes to another member rather than to none.
+fn pick_live<'g>(group: &'g Group, topic: &str) -> Option<&'g Arc<Outbox>> {
+    group.pick_where(|p| !p.kill.is_cancelled() && !p.refuses(topic))
 }
 
 #[cfg(test)]

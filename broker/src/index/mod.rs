@@ -18,10 +18,13 @@
 //! read only on a miss, keep SipHash.
 //!
 //! Queue groups are grouped by name across every matching pattern, as NATS does: a message goes
-//! to one member of each distinct group, chosen round-robin. The turn belongs to the group, not
-//! to a cached match: one counter per group name lives beside the trie for as long as the group
-//! has a member anywhere, and every cached match of that group shares it. So the group is
-//! shared fairly over everything published to it, whatever the topics (each topic its own cache
+//! to one member of each distinct group, the one of the topic's members that the group has given
+//! the fewest messages so far (ties: the lowest connection id, so equal members take turns). The
+//! counts belong to the group, not to a cached match: one counter per member lives beside the
+//! trie for as long as the member is in the group (a newcomer starts level with the least served
+//! member), and every cached match of that group shares them. So the group is shared fairly over
+//! everything published to it, whatever the topics, even when members subscribed to different
+//! patterns (each topic its own cache
 //! entry) and however often the cache is rebuilt.
 //!
 //! Every change says whether a (pattern, group) gained its first subscriber or lost its last
@@ -31,7 +34,7 @@ mod cached;
 mod trie;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use dashmap::DashMap;
@@ -48,18 +51,38 @@ pub const CACHE_LIMIT: usize = 16_384;
 pub struct Group {
     pub name: Box<str>,
     pub members: Vec<Arc<Outbox>>,
-    /// The group's turn, shared with every other match of the same group.
-    turn: Arc<AtomicUsize>,
+    /// Messages the group has given each member (one per entry of `members`), shared with every
+    /// other match of the same group.
+    served: Vec<Arc<AtomicU64>>,
 }
 
 impl Group {
-    /// The member to deliver the next message to: round-robin over the group's turn.
+    /// The member to deliver the next message to: the least served one (ties: the first, the
+    /// lowest id), counted as served.
     pub fn pick(&self) -> Option<&Arc<Outbox>> {
-        if self.members.is_empty() {
-            return None;
+        self.pick_where(|_| true)
+    }
+
+    /// Like [`Group::pick`] among the members `eligible` accepts (it is asked about the least
+    /// served first, then the next, so a check that costs something runs about once).
+    pub fn pick_where(&self, eligible: impl Fn(&Outbox) -> bool) -> Option<&Arc<Outbox>> {
+        let mut excluded: Vec<usize> = Vec::new(); // allocates only when a member is passed over
+        loop {
+            let mut best: Option<(u64, usize)> = None;
+            for (i, served) in self.served.iter().enumerate() {
+                let n = served.load(Ordering::Relaxed);
+                if best.is_none_or(|(b, _)| n < b) && !excluded.contains(&i) {
+                    best = Some((n, i));
+                }
+            }
+            let (_, i) = best?;
+            let member = self.members.get(i)?;
+            if eligible(member) {
+                self.served.get(i)?.fetch_add(1, Ordering::Relaxed);
+                return Some(member);
+            }
+            excluded.push(i);
         }
-        let i = self.turn.fetch_add(1, Ordering::Relaxed) % self.members.len();
-        self.members.get(i)
     }
 }
 
@@ -100,11 +123,48 @@ pub enum InterestChange {
     },
 }
 
-/// A queue group's turn and how many memberships (pattern, connection) it has.
-#[derive(Debug)]
+/// A queue group's members: how many memberships (pattern, connection) each connection holds,
+/// and how many messages the group has given it.
+#[derive(Debug, Default)]
 struct Turn {
-    memberships: u64,
-    next: Arc<AtomicUsize>,
+    members: HashMap<u64, (u64, Arc<AtomicU64>)>,
+}
+
+impl Turn {
+    /// Connection `id` joined through one more pattern. A newcomer starts level with the least
+    /// served member, so it does not take every message until it has caught up.
+    fn join(&mut self, id: u64) {
+        let least = self
+            .members
+            .values()
+            .map(|(_, n)| n.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0);
+        let (memberships, _) = self
+            .members
+            .entry(id)
+            .or_insert_with(|| (0, Arc::new(AtomicU64::new(least))));
+        *memberships += 1;
+    }
+
+    /// Connection `id` left through one pattern; true when the group has no member left.
+    fn leave(&mut self, id: u64) -> bool {
+        if let Some((memberships, _)) = self.members.get_mut(&id) {
+            *memberships -= 1;
+            if *memberships == 0 {
+                self.members.remove(&id);
+            }
+        }
+        self.members.is_empty()
+    }
+
+    /// Member `id`'s count (a fresh one if it is not a member: only possible mid-change).
+    fn served(&self, id: u64) -> Arc<AtomicU64> {
+        self.members
+            .get(&id)
+            .map(|(_, n)| n.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// What the read-write lock guards: the trie and the groups' turns.
@@ -159,12 +219,16 @@ impl Collect {
             .map(|(name, m)| {
                 let mut members: Vec<_> = m.into_values().collect();
                 members.sort_by_key(|p| p.id);
-                // Every group with a member has a turn; a fresh one would only be unfair.
-                let turn = turns.get(&name).map(|t| t.next.clone()).unwrap_or_default();
+                // Every group with a member has its counts; fresh ones would only be unfair.
+                let turn = turns.get(&name);
+                let served = members
+                    .iter()
+                    .map(|p| turn.map(|t| t.served(p.id)).unwrap_or_default())
+                    .collect();
                 Group {
                     name,
                     members,
-                    turn,
+                    served,
                 }
             })
             .collect();
@@ -254,11 +318,7 @@ impl Index {
             return Added::Already;
         }
         if let Some(g) = group {
-            let turn = trie.turns.entry(g.into()).or_insert_with(|| Turn {
-                memberships: 0,
-                next: Arc::default(),
-            });
-            turn.memberships += 1;
+            trie.turns.entry(g.into()).or_default().join(outbox.id);
         }
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
         self.invalidate(pattern);
@@ -286,11 +346,8 @@ impl Index {
             return Removed::NotHeld;
         }
         if let Some(g) = group {
-            if let Some(turn) = trie.turns.get_mut(g) {
-                turn.memberships -= 1;
-                if turn.memberships == 0 {
-                    trie.turns.remove(g);
-                }
+            if trie.turns.get_mut(g).is_some_and(|turn| turn.leave(id)) {
+                trie.turns.remove(g);
             }
         }
         self.subscriptions.fetch_sub(1, Ordering::Relaxed);
