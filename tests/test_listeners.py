@@ -77,6 +77,25 @@ def test_a_burst_of_stock_clients_connecting_at_once_all_get_through_the_handsha
     assert out.split()[:2] == [str(n), str(n)], f"connected, of {n}: {out} {err[-2000:]}"
 
 
+def test_a_burst_past_a_small_connection_limit_is_answered_never_left_hanging(start_broker):
+    # With --max-connections 8 the accept queue still holds the whole burst (the backlog is
+    # never below 1024), so the broker takes every connect and refuses those past its limit.
+    broker = start_broker("--max-connections", "8", "--handshake-timeout", "120")
+    host, port = broker.address
+    broker.proc.send_signal(signal.SIGSTOP)
+    try:
+        p = subprocess.Popen(
+            [sys.executable, str(HELPERS / "connect_burst.py"), host, str(port), KEY.decode(), "200", "60"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        wait_until(lambda: accept_queue(port) >= 200, 30)
+    finally:
+        broker.proc.send_signal(signal.SIGCONT)
+    out, err = p.communicate(timeout=180)
+    connected, n, _, refused = out.split()
+    assert (int(connected), int(refused)) == (8, 192), f"{out} {err[-2000:]}"
+
+
 def test_the_log_says_when_somaxconn_caps_the_listen_backlog(start_broker):
     cap = somaxconn()
     b = start_broker("--max-connections", str(cap + 1))

@@ -41,14 +41,23 @@ pub struct Backlog {
     pub somaxconn: Option<u32>,
 }
 
+/// The smallest listen backlog asked for, whatever `max_connections` says: tokio's (and
+/// Go's, which nats-server uses) default. Connects past `max_connections` must still fit in the
+/// accept queue, so the broker can take each one and refuse it cleanly; one dropped from a full
+/// queue waits forever for the challenge.
+pub const MIN_BACKLOG: u32 = 1024;
+
 impl Backlog {
-    /// The backlog for `max_connections`, with the kernel's cap read from `/proc`.
+    /// The backlog for `max_connections` (at least [`MIN_BACKLOG`]), with the kernel's cap read
+    /// from `/proc`.
     pub fn for_connections(max_connections: usize) -> Self {
         let somaxconn = std::fs::read_to_string(SOMAXCONN)
             .ok()
             .and_then(|s| s.trim().parse().ok());
         Backlog {
-            wanted: u32::try_from(max_connections).unwrap_or(u32::MAX),
+            wanted: u32::try_from(max_connections)
+                .unwrap_or(u32::MAX)
+                .max(MIN_BACKLOG),
             somaxconn,
         }
     }

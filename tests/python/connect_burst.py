@@ -1,7 +1,7 @@
 """Starts N stock `Client(addr, authkey)` at once (threads released together) and prints how
-many finished the handshake by the deadline, N, and the seconds from the release to the last
-one that finished: `connected n seconds`. Used by tests/test_listeners.py and
-bench/connect.py.
+many finished the handshake by the deadline, N, the seconds from the release to the last one
+that finished, and how many were refused (an exception: closed by a broker at its connection
+limit): `connected n seconds refused`. Used by tests/test_listeners.py and bench/connect.py.
 
     python3 connect_burst.py HOST PORT KEY N DEADLINE_SECONDS
 
@@ -17,16 +17,23 @@ from multiprocessing.connection import Client
 
 
 def burst(address, key, n, deadline):
-    """Connects n clients at once; returns (connected, seconds from release to the last one)."""
+    """Connects n clients at once; returns (connected, seconds from release to the last one,
+    refused)."""
     threading.stack_size(256 * 1024)
     start = threading.Barrier(n + 1)
     done = []
+    refused = []
     lock = threading.Lock()
     conns = []
 
     def one():
         start.wait()
-        c = Client(address, authkey=key)
+        try:
+            c = Client(address, authkey=key)
+        except Exception as e:  # refused by the broker (EOFError, AuthenticationError...): an answer, not a hang
+            with lock:
+                refused.append(e)
+            return
         with lock:
             done.append(time.perf_counter())
             conns.append(c)
@@ -40,13 +47,13 @@ def burst(address, key, n, deadline):
     for t in threads:
         t.join(max(0.0, end - time.monotonic()))
     with lock:
-        return len(done), (max(done) - t0 if done else 0.0)
+        return len(done), (max(done) - t0 if done else 0.0), len(refused)
 
 
 def main():
     host, port, key, n, deadline = sys.argv[1:6]
-    connected, seconds = burst((host, int(port)), key.encode(), int(n), float(deadline))
-    print(connected, n, f"{seconds:.3f}", flush=True)
+    connected, seconds, refused = burst((host, int(port)), key.encode(), int(n), float(deadline))
+    print(connected, n, f"{seconds:.3f}", refused, flush=True)
     os._exit(0)  # threads still waiting on a dropped connection never return
 
 
