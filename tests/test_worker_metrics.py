@@ -270,6 +270,17 @@ def test_a_name_another_family_writes_is_refused_whichever_comes_first(mbroker, 
     assert value(text, 'mphub_metrics_rejected_total{reason="conflict"}') == 1
 
 
+def test_a_name_the_broker_serves_itself_is_refused(mbroker):
+    c = Client(mbroker.address, authkey=KEY)
+    c.send(("$metrics", [("declare", "process_open_fds", "gauge", "fds", (), {}),
+                         ("set", "process_open_fds", {}, 99)]))
+    (reply,) = barrier(c)
+    assert reply[0] == "$error" and "the broker itself serves" in reply[1], reply
+    text = scrape(mbroker)
+    assert len(re.findall(r"^# HELP process_open_fds ", text, re.M)) == 1
+    assert value(text, "process_open_fds") != 99
+
+
 def test_livemostrecent_follows_the_latest_live_writer_as_writers_close(mbroker):
     decl = [("declare", "latest", "gauge", "l", (), {"mode": "livemostrecent"}),
             ("declare", "latest_kept", "gauge", "l", (), {"mode": "mostrecent"})]

@@ -421,6 +421,12 @@ impl Inner {
     /// writes `q_count`, so gauge `q_count` clashes with it, before or after.
     fn clash(&self, name: &str, kind: MetricKind) -> Option<String> {
         for ours in render::names(name, kind) {
+            if BROKER_FAMILIES.contains(&ours.as_str()) {
+                return Some(format!(
+                    "{name:?} (a {}) would write {ours:?}, which the broker itself serves",
+                    kind.name()
+                ));
+            }
             for theirs in render::SUFFIXES {
                 let Some(base) = ours.strip_suffix(theirs) else {
                     continue;
@@ -440,6 +446,20 @@ impl Inner {
         None
     }
 }
+
+/// The families the broker serves on /metrics besides its own `mphub_` ones: the process
+/// collector's (prometheus' `process` feature, the names prometheus_client's own process
+/// collector uses too). A worker family that would write one of these names is refused, or
+/// `/metrics` would carry two HELP lines for it (which `promtool check metrics` rejects).
+const BROKER_FAMILIES: [&str; 7] = [
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_max_fds",
+    "process_virtual_memory_bytes",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+    "process_threads",
+];
 
 #[cfg(test)]
 mod tests;

@@ -105,6 +105,30 @@ fn livemostrecent_falls_back_to_the_latest_live_writer_and_mostrecent_keeps_the_
 }
 
 #[test]
+fn a_family_writing_a_name_the_broker_serves_is_refused() {
+    for (name, kind) in [
+        ("process_cpu_seconds_total", MetricKind::Counter),
+        ("process_open_fds", MetricKind::Gauge),
+        ("process_threads", MetricKind::Summary),
+    ] {
+        let st = Store::default();
+        assert_eq!(
+            apply(&st, 1, &[declare(name, kind, None)]),
+            ["conflict"],
+            "{name}"
+        );
+    }
+    // Other process_ names are the workers' to use.
+    let st = Store::default();
+    assert!(apply(
+        &st,
+        1,
+        &[declare("process_jobs", MetricKind::Counter, None)]
+    )
+    .is_empty());
+}
+
+#[test]
 fn sample_names_collide_in_either_declaration_order() {
     let pairs = [
         (
