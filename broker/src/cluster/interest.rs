@@ -1,6 +1,6 @@
 //! Following local interest with NATS subscriptions, in order with what this node publishes.
 //!
-//! The index tells [`Interest::note`] of every change, under its lock, on the thread of the
+//! The index tells [`NatsInterest::note`] of every change, under its lock, on the thread of the
 //! client that made it. A new NATS subscription is handed to the NATS client right there,
 //! before that client's `$ok` is queued: the NATS client writes commands in the order it is
 //! given them, so a subscription is on the wire ahead of anything published after its `$ok`, on
@@ -47,7 +47,7 @@ pub enum Handoff {
 
 /// The node's interest as NATS should see it, and the NATS subscriptions that carry it.
 #[derive(Debug)]
-pub struct Interest {
+pub struct NatsInterest {
     client: async_nats::Client,
     naming: Naming,
     inbound: mpsc::UnboundedSender<Handoff>,
@@ -85,7 +85,7 @@ enum Handed {
     Parked,
 }
 
-impl Interest {
+impl NatsInterest {
     /// Follows interest through `client`, telling `inbound` of every subscription made or
     /// retired; `live` is the gauge of NATS subscriptions held.
     pub fn new(
@@ -94,7 +94,7 @@ impl Interest {
         inbound: mpsc::UnboundedSender<Handoff>,
         live: IntGauge,
     ) -> Self {
-        Interest {
+        NatsInterest {
             client,
             naming,
             inbound,

@@ -41,7 +41,7 @@ use tracing::{debug, info, warn};
 use crate::config::{ClusterConfig, Config};
 use crate::route::{Forward, Router, Served};
 use crate::shutdown::Shutdown;
-use interest::Interest;
+use interest::NatsInterest;
 use metrics::{ClusterMetrics, InboundDropped, NotForwarded};
 use outbound::Outbound;
 
@@ -87,7 +87,7 @@ pub struct Cluster {
     /// What this node's own headers take of NATS's `max_payload` ([`subject::Naming::header_room`]).
     header_room: u64,
     client: async_nats::Client,
-    interest: Arc<Interest>,
+    interest: Arc<NatsInterest>,
     /// The NATS client's own counters.
     stats: Arc<async_nats::Statistics>,
 }
@@ -180,7 +180,7 @@ impl Cluster {
             "cluster: joining NATS"
         );
         let (handoffs, handed) = tokio::sync::mpsc::unbounded_channel();
-        let interest = Arc::new(Interest::new(
+        let interest = Arc::new(NatsInterest::new(
             client.clone(),
             naming.clone(),
             handoffs,

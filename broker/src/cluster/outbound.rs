@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tracing::warn;
 
-use super::interest::Interest;
+use super::interest::NatsInterest;
 use super::metrics::{ClusterMetrics, InboundDropped, NotForwarded};
 use super::subject::{self, Naming};
 use crate::route::Served;
@@ -237,7 +237,7 @@ pub async fn run(
     client: async_nats::Client,
     out: Arc<Outbound>,
     mut rx: mpsc::UnboundedReceiver<Item>,
-    interest: Arc<Interest>,
+    interest: Arc<NatsInterest>,
     shutdown: Shutdown,
     grace: Duration,
 ) {

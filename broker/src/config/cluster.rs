@@ -8,6 +8,7 @@ use std::str::FromStr;
 use async_nats::ServerAddr;
 use mphub_protocol::topic::validate_topic;
 
+use super::values::redact;
 use super::{ConfigError, Settings};
 
 /// The default subject prefix: topic `a.b` travels on NATS subject `mphub.a.b`.
@@ -256,14 +257,6 @@ pub fn check_prefix(prefix: &str) -> Result<(), ConfigError> {
     match prefix.strip_suffix('.') {
         Some(head) if validate_topic(head).is_ok() && !head.starts_with('$') => Ok(()),
         _ => Err(ConfigError::ClusterPrefix(prefix.to_owned())),
-    }
-}
-
-/// A URL with any password replaced, for logs and errors.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***@{}", &url[..s + 3], &url[at + 1..]),
-        _ => url.to_owned(),
     }
 }
 

@@ -21,15 +21,14 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use cluster::{
-    check_prefix, redact, ClusterAuth, ClusterConfig, ClusterTls, DEFAULT_OUTBOUND_LIMIT,
-    DEFAULT_PREFIX,
+    check_prefix, ClusterAuth, ClusterConfig, ClusterTls, DEFAULT_OUTBOUND_LIMIT, DEFAULT_PREFIX,
 };
 pub use settings::Settings;
 pub use tls::ServerTls;
 pub use users::{PayloadPolicy, Payloads, Permissions, User, UserSettings, Users, DEFAULT_USER};
 pub use values::{
-    read_secret, Count, ListenAddr, LogFormat, MetricsAddr, Seconds, Secret, Size, SlowConsumer,
-    Urls,
+    read_secret, redact, Count, ListenAddr, LogFormat, MetricsAddr, Seconds, Secret, Size,
+    SlowConsumer, Urls,
 };
 
 /// A configuration that cannot be used, said in one line that names the setting.

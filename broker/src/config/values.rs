@@ -306,9 +306,26 @@ pub enum LogFormat {
     Json,
 }
 
-/// NATS URLs: comma-separated in a flag or a file string, or a list in the file.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// NATS URLs: comma-separated in a flag or a file string, or a list in the file. Printed with
+/// `{:?}` (a `Settings` or `Config` in a log line), passwords are hidden ([`redact`]).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Urls(pub Vec<String>);
+
+impl fmt::Debug for Urls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|u| redact(u)))
+            .finish()
+    }
+}
+
+/// A URL with any user and password replaced (`nats://***@host:4222`), for logs and errors.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***@{}", &url[..s + 3], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
 
 impl FromStr for Urls {
     type Err = std::convert::Infallible;
@@ -378,6 +395,19 @@ pub fn read_secret(path: &std::path::Path) -> std::io::Result<Secret> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nats_password_never_prints() {
+        let urls: Urls = "nats://u:secret@h:4222, nats://plain:4222".parse().unwrap();
+        let shown = format!("{urls:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("nats://***@h:4222") && shown.contains("nats://plain:4222"));
+        let settings = crate::config::Settings {
+            cluster: urls,
+            ..Default::default()
+        };
+        assert!(!format!("{settings:?}").contains("secret"));
+    }
 
     #[test]
     fn addresses_of_every_kind_parse() {
