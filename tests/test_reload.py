@@ -193,3 +193,10 @@ def test_a_reload_with_a_log_level_it_cannot_read_changes_nothing(hub):
     ingest = Client(hub.address, authkey=KEYS["ingest"])
     ingest.send(("b.x", 1))
     assert barrier(ingest) == [("$error", "permission denied: publish to 'b.x'")]
+
+
+def test_the_limit_gauges_follow_a_reload(hub):
+    reload(hub, "max_connections = 77\noutbound_limit = \"1MiB\"\n" + AFTER)
+    text = scrape(hub)
+    assert "mphub_max_connections 77" in text
+    assert f"mphub_outbound_limit_bytes {1 << 20}" in text

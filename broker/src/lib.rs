@@ -260,6 +260,12 @@ impl Broker {
             );
         }
         let users = out.config.users.iter().count();
+        let s = &out.config.settings;
+        let m = &self.sources.metrics;
+        m.max_connections
+            .set(i64::try_from(s.max_connections.get()).unwrap_or(i64::MAX));
+        m.outbound_limit
+            .set(i64::try_from(s.outbound_limit.bytes()).unwrap_or(i64::MAX));
         let config = Arc::new(out.config);
         self.config.send_replace(config.clone());
         counter.with_label_values(&["ok"]).inc();

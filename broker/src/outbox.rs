@@ -236,7 +236,11 @@ impl Outbox {
                 }
                 false => {
                     if self.close(Closed::SlowConsumer) {
+                        // Logged outside the publisher's span (this runs on its task), which
+                        // would name the publisher's user; the subscriber's own close line,
+                        // in its span, follows with its user and name.
                         warn!(
+                            parent: None,
                             subscriber = self.id,
                             limit,
                             "slow consumer: outbound queue over its limit; closing that connection"
