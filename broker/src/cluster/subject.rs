@@ -71,7 +71,6 @@ impl Naming {
         group.unwrap_or(&self.node_queue)
     }
 
-    /// The headers for this node's `seq`-th forwarded message.
     /// The most bytes the headers of a local publish that served no queue group here take on
     /// the wire (`NATS/1.0\r\n`, `Mphub-Origin: node:seq\r\n` with the longest seq, `\r\n`):
     /// NATS counts them against `max_payload` with the payload (async-nats' `check_payload_size`).
@@ -84,6 +83,7 @@ impl Naming {
             + 2 * b"\r\n".len()) as u64
     }
 
+    /// The headers for this node's `seq`-th forwarded message.
     pub fn headers(&self, seq: u64, served: Option<&str>) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(ORIGIN, format!("{}:{seq}", self.node));
