@@ -363,3 +363,6 @@ impl<'a> Session<'a> {
         self.services.workers.connection_closed(self.outbox.id);
     }
 }
+
+#[cfg(test)]
+mod tests;
