@@ -281,3 +281,31 @@ def test_tls_configuration_errors_stop_the_broker_with_one_line_naming_the_setti
         assert r.returncode != 0, (args, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], (args, r.stderr)
+
+
+def test_named_users_and_their_permissions_hold_over_tls(start_broker, pki, tmp_path):
+    # The HMAC handshake, and so users, run inside TLS unchanged.
+    (tmp_path / "alice").write_bytes(b"alice's key")
+    (tmp_path / "bob").write_bytes(b"bob's key")
+    conf = tmp_path / "mphub.toml"
+    conf.write_text(
+        f'[[users]]\nname = "alice"\nauthkey_file = "{tmp_path}/alice"\npublish = ["a.>"]\n\n'
+        f'[[users]]\nname = "bob"\nauthkey_file = "{tmp_path}/bob"\n'
+    )
+    broker = tls_broker(start_broker, pki, "--config", str(conf), key=None)
+    errors = []
+    with mphub.connect(tls_addr(broker), authkey=b"bob's key", tls=context(pki.ca)) as bob, \
+            mphub.connect(tls_addr(broker), authkey=b"alice's key", tls=context(pki.ca),
+                          on_error=errors.append) as alice:
+        sub = bob.subscribe(">")
+        bob.flush()
+        alice.publish("a.ok", 1)
+        alice.publish("b.no", 2)
+        alice.flush()  # the refusal came before the pong
+        assert [str(e) for e in errors] == ["permission denied: publish to 'b.no'"]
+        assert sub.next(timeout=10).topic == "a.ok"
+        bob.flush()
+        assert sub.pending == 0  # b.no never arrived
+    with pytest.raises(mphub.AuthenticationError):
+        mphub.connect(tls_addr(broker), authkey=b"nobody's key", tls=context(pki.ca), reconnect=False)
+    assert broker.wait_for_log("user=alice")

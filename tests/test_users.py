@@ -133,6 +133,27 @@ def test_a_group_message_a_member_may_not_receive_goes_to_another_member(hub):
     )
 
 
+def test_a_wrong_key_gets_nothing_through_even_with_a_publish_pipelined_behind_it(hub):
+    # A raw client answers the challenge with a key no user has and, without waiting for the
+    # verdict, sends a publish: the broker refuses the answer and never reads the publish.
+    import hmac
+    import socket
+    from multiprocessing.connection import CHALLENGE, Connection
+
+    watcher = Client(hub.address, authkey=KEY)
+    subscribe(watcher, ">")
+    raw = Connection(socket.create_connection(hub.address).detach())
+    challenge = raw.recv_bytes(256)
+    assert challenge.startswith(CHALLENGE)
+    raw.send_bytes(hmac.new(b"nobody's key", challenge[len(CHALLENGE):], "md5").digest())
+    raw.send(("sensors.evil", "through"))
+    assert raw.recv_bytes(256) == b"#FAILURE#"
+    with pytest.raises((EOFError, OSError)):
+        raw.recv_bytes()
+    assert barrier(watcher) == []
+    assert hub.wait_for_log("wrong authkey")
+
+
 def test_a_user_without_metrics_permission_cannot_send_metrics(hub):
     reader = Client(hub.address, authkey=READER)
     ops = [("declare", "jobs_total", "counter", "Jobs", (), {}), ("inc", "jobs_total", {}, 1)]

@@ -107,6 +107,28 @@ def test_gauge_modes_follow_connections(mbroker):
     assert len(re.findall(r'^g_all\{conn="\d+"\} ', text, re.M)) == 2
 
 
+def test_every_gauge_mode_after_two_of_three_writers_close(mbroker):
+    # Writers set 10, 20 and 30 in that order; the ones that set 10 and 30 close. prometheus_client's
+    # multiprocess modes: live* forget a closed writer, the others keep what it wrote.
+    modes = ["sum", "livesum", "min", "livemin", "max", "livemax", "mostrecent", "livemostrecent"]
+    decl = [("declare", f"g_{m}", "gauge", "g", (), {"mode": m}) for m in modes + ["all", "liveall"]]
+    conns = [Client(mbroker.address, authkey=KEY) for _ in range(3)]
+    for i, c in enumerate(conns, start=1):
+        c.send(("$metrics", decl + [("set", f"g_{m}", {}, i * 10) for m in modes + ["all", "liveall"]]))
+        assert barrier(c) == []
+    for c in (conns[0], conns[2]):
+        c.send("close")
+    deadline = time.monotonic() + 30
+    while len(re.findall(r"^g_liveall\{", scrape(mbroker), re.M)) != 1 and time.monotonic() < deadline:
+        barrier(conns[1])
+    text = scrape(mbroker)
+    want = {"sum": 60, "livesum": 20, "min": 10, "livemin": 20, "max": 30, "livemax": 20,
+            "mostrecent": 30, "livemostrecent": 20}
+    assert {m: value(text, f"g_{m}") for m in modes} == want
+    assert len(re.findall(r'^g_all\{conn="\d+"\} ', text, re.M)) == 3
+    assert len(re.findall(r'^g_liveall\{conn="\d+"\} ', text, re.M)) == 1
+
+
 def test_client_py_families_batch_and_arrive_on_flush_and_close(mbroker):
     hub = mphub.connect(mbroker.addrs[0], authkey=KEY, metrics_interval=3600)
     jobs = hub.counter("api_jobs_total", "Jobs", labels=("queue",))
