@@ -376,3 +376,40 @@ async fn worker_metrics_sent_from_rust_are_served_by_the_broker() {
         assert!(text.lines().any(|l| l == line), "missing {line:?}");
     }
 }
+
+/// `GET path` on the broker's HTTP listener, the body as text.
+async fn http_get(b: &mphub_broker::Broker, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(b.metrics_addr().expect("metrics on"))
+        .await
+        .unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_names_its_connection_by_default_and_when_told() {
+    let mut config = config("127.0.0.1:0");
+    config.settings.metrics = mphub_broker::config::MetricsAddr::At("127.0.0.1:0".parse().unwrap());
+    let b = broker_with(config).await;
+    let named = Client::connect(
+        &addr(&b),
+        ConnectOptions::new().authkey(KEY).name("rs-worker"),
+    )
+    .await
+    .unwrap();
+    let default = client(&b).await;
+    named.flush().await.unwrap();
+    default.flush().await.unwrap();
+    let listing = http_get(&b, "/connections").await;
+    assert!(listing.contains("\"name\":\"rs-worker\""), "{listing}");
+    // The default: the program's name and pid, as client-py's.
+    let pid = format!("[{}]\"", std::process::id());
+    assert!(listing.contains(&pid), "{listing}");
+}
