@@ -30,16 +30,20 @@ def publish_all(broker):
     return when
 
 
-def test_a_threaded_subscriber_never_unpickles_what_its_policy_refuses(broker):
-    errors = []
-    seen = threading.Event()
+def guarded_hub(broker, errors, seen):
+    """A threaded hub that takes data and datetimes only; what it reports lands in `errors`."""
 
     def on_error(e):
         errors.append(e)
         seen.set()
 
-    with mphub.connect(broker.addrs[0], authkey=KEY, payloads="data",
-                       allow_globals=["datetime.datetime"], on_error=on_error) as hub:
+    return mphub.connect(broker.addrs[0], authkey=KEY, payloads="data",
+                         allow_globals=["datetime.datetime"], on_error=on_error)
+
+
+def test_a_threaded_subscriber_never_unpickles_what_its_policy_refuses(broker):
+    errors, seen = [], threading.Event()
+    with guarded_hub(broker, errors, seen) as hub:
         sub = hub.subscribe("jobs.*")
         when = publish_all(broker)
         got = [sub.next(timeout=10), sub.next(timeout=10)]
@@ -52,15 +56,8 @@ def test_a_threaded_subscriber_never_unpickles_what_its_policy_refuses(broker):
 
 
 def test_a_refused_message_for_a_local_queue_group_is_counted_on_one_member(broker):
-    errors = []
-    seen = threading.Event()
-
-    def on_error(e):
-        errors.append(e)
-        seen.set()
-
-    with mphub.connect(broker.addrs[0], authkey=KEY, payloads="data",
-                       allow_globals=["datetime.datetime"], on_error=on_error) as hub:
+    errors, seen = [], threading.Event()
+    with guarded_hub(broker, errors, seen) as hub:
         members = [hub.subscribe("jobs.*", group="w") for _ in range(2)]
         when = publish_all(broker)
         assert seen.wait(10)
