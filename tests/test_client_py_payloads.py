@@ -11,6 +11,7 @@ from multiprocessing.connection import Client
 import mphub
 import pytest
 from conftest import KEY
+from scenarios import barrier
 from mphub import aio
 from mphub.errors import PayloadRefused
 
@@ -27,6 +28,7 @@ def publish_all(broker):
     pub.send(("jobs.a", when))
     pub.send(("jobs.b", RunsCommand()))
     pub.send(("jobs.c", {"n": 1}))
+    barrier(pub)  # routed: a subscriber's own barrier after this comes after all three
     return when
 
 
