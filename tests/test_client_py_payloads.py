@@ -11,9 +11,9 @@ from multiprocessing.connection import Client
 import mphub
 import pytest
 from conftest import KEY
-from scenarios import barrier
 from mphub import aio
 from mphub.errors import PayloadRefused
+from scenarios import barrier
 
 
 class RunsCommand:
