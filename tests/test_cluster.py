@@ -147,6 +147,8 @@ def test_order_per_publisher_holds_across_nodes_and_overlapping_patterns(nats, n
     pub.send(("a.end", None))
     assert recv_until(both, ("a.end", None)) == sent
     assert recv_until(deep, ("a.end", None)) == sent
+    # NATS sent b every a.x twice (one per pattern): the copies were skipped, and counted.
+    assert scrape(b)["mphub_cluster_copies_total"] >= sum(1 for t, _ in sent if t == "a.x")
 
 
 def test_a_node_without_local_interest_receives_none_of_the_traffic(nats, node):
@@ -181,7 +183,8 @@ def test_a_message_over_the_nats_payload_limit_stays_local_and_is_counted(nats, 
 def test_any_nats_client_can_publish_a_pickled_tuple_and_garbage_is_counted(nats, node):
     (server,) = nats(1)
     b = node(server.url, "--max-frame", "4096")
-    sub = listener(b, "x.*")
+    # Two overlapping patterns: NATS sends b a copy for each; the subscriber gets one.
+    sub = listener(b, "x.*", "x.>")
     wait_for_interest(server, "mphub.x.y")  # NATS routes the publishes below to b
     raw_nats_publish(server.url, "mphub.x.y", b"not a pickle")
     raw_nats_publish(server.url, "mphub.x.y", pickle.dumps(("x.other", 1)))  # topic mismatch

@@ -99,6 +99,43 @@ def test_a_steady_subscriber_loses_nothing_while_an_overlapping_pattern_churns(n
         assert got == list(range(n)), "the steady subscriber's messages came out of order"
 
 
+def test_a_steady_subscriber_loses_nothing_while_a_thousand_overlapping_patterns_churn(nats, node):
+    (server,) = nats(1)
+    a, b = node(server.url), node(server.url)
+    steady = listener(b, "s.>")
+    churner = connect(b)  # its answers and copies queue in b for it, well under the limit
+    settle([a, b])
+    stop, churning = threading.Event(), threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            for k in range(1000):
+                churner.send(("$sub", f"s.{k}.*"))
+            for k in range(1000):
+                churner.send(("$unsub", f"s.{k}.*"))
+            churning.set()
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        pub = connect(a)
+        n = 100_000
+        for i in range(n):
+            if i == n // 2:
+                assert churning.wait(60)  # half the stream meets a churn already under way
+            pub.send((f"s.{i % 1000}.x", i))
+        barrier(pub)
+    finally:
+        stop.set()
+        t.join()
+    pub.send(END)
+    got = [m[1] for m in recv_until(steady, END)]
+    assert sorted(got) == list(range(n)), f"lost {n - len(set(got))} of {n}"
+    assert got == list(range(n)), "the steady subscriber's messages came out of order"
+    m = scrape(b)
+    assert m["mphub_cluster_interest_retired_early_total"] == 0
+
+
 def test_group_messages_on_their_way_to_a_member_that_leaves_go_to_another_member(nats, node):
     (server,) = nats(1)
     a, b, c = node(server.url), node(server.url), node(server.url)

@@ -1,32 +1,44 @@
-//! Messages from NATS, and NATS subscriptions retired without losing what they carry.
+//! Messages from NATS, copies skipped, and group subscriptions retired without losing what they
+//! carry.
 //!
 //! One task owns the node's NATS subscriptions ([`super::interest`] makes them and tells this
 //! task) and delivers what they bring to local subscribers.
 //!
 //! Order: async-nats gives each subscription its own channel, filled in the order messages come
 //! off the socket. When one publisher's messages reach this node through two subscriptions
-//! (say `a.*` and `a.>`, which NATS may pick between), reading the channels one by one could
-//! swap them. So the task collects a batch — it keeps sweeping every channel until a whole sweep
-//! finds nothing — and sorts it by the `Mphub-Origin` sequence. Anything that entered a channel
-//! before a message already collected is in the batch by then, because the sweep that ends the
-//! batch starts after that message was taken.
+//! (say `a.*` and `a.>`), reading the channels one by one could swap them. So the task collects
+//! a batch — it keeps sweeping every channel until a whole sweep finds nothing — and sorts it by
+//! the `Mphub-Origin` sequence. Anything that entered a channel before a message already
+//! collected is in the batch by then, because the sweep that ends the batch starts after that
+//! message was taken — and after the task has taken every subscription handed to it
+//! ([`super::interest::NatsInterest::settle`]), so a subscription made a moment ago is swept too.
+//! Each origin's messages therefore come out of the batches in sequence order.
 //!
-//! Retiring: NATS hands each message to one of a queue's subscriptions, so a subscription
-//! dropped at once would lose what NATS had already sent it, though an unchanged subscription
-//! wanted it (the async-nats client discards messages for a subscription it no longer knows).
-//! A subscription no longer wanted is instead told to end after a number of messages more than
-//! the bridge has taken from it (NATS `UNSUB <sid> <max>`, which the client and the server
-//! count alike), and keeps delivering until then: whatever NATS sent it before it heard of the
-//! change is taken and routed to whoever wants it now. The number is [`LINGER`], which covers
-//! what even a node that was frozen for a moment finds waiting. Once the NATS connection has
-//! brought nothing at all for [`QUIET`], nothing is on its way any more, and retired
+//! Copies: NATS sends a message once per matching plain subscription, so when a node's patterns
+//! overlap (`a.*` and `>`) it gets copies, each in order in its own subscription. A plain copy is
+//! delivered when its sequence is above the last one delivered from that origin, and skipped
+//! (`mphub_cluster_copies_total`) otherwise. A message without `Mphub-Origin` (from a plain NATS
+//! client) is delivered through the oldest of the node's plain subscriptions that match it.
+//! A plain subscription no longer wanted is dropped at once: what NATS sent it, every other
+//! subscription that wants it got too.
+//!
+//! Retiring (queue groups): NATS hands each message to one of a queue's subscriptions, so a
+//! group subscription dropped at once would lose what NATS had already sent it, though another
+//! member wanted it (the async-nats client discards messages for a subscription it no longer
+//! knows). A subscription no longer wanted is instead told to end after a number of messages
+//! more than the bridge has taken from it (NATS `UNSUB <sid> <max>`, which the client and the
+//! server count alike), and keeps delivering until then: whatever NATS sent it before it heard
+//! of the change is taken and routed to whoever wants it now. The number is [`LINGER`], which
+//! covers what even a node that was frozen for a moment finds waiting. Once the NATS connection
+//! has brought nothing at all for [`QUIET`], nothing is on its way any more, and retired
 //! subscriptions are let go at once (until then, under steady traffic, a retired subscription
 //! of a queue keeps a share of it for up to [`LINGER`] messages, which go to the node's other
-//! members or back to NATS). A group
-//! message no local member can take any more is handed back to NATS for a member elsewhere
-//! (`Mphub-Group`), at most [`MAX_HOPS`] times.
+//! members or back to NATS). Past [`MAX_RETIRING`] the oldest is let go early, and counted
+//! (`mphub_cluster_interest_retired_early_total`). A group message no local member can take any
+//! more is handed back to NATS for a member elsewhere (`Mphub-Group`), at most [`MAX_HOPS`]
+//! times.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -35,11 +47,12 @@ use std::time::{Duration, Instant};
 
 use async_nats::{Message, Subscriber};
 use futures_util::{FutureExt, Stream, StreamExt};
+use mphub_protocol::topic::matches;
 use mphub_protocol::{frame, Envelope, Scanner};
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, warn};
 
-use super::interest::{Handoff, Key};
+use super::interest::{Handoff, Key, NatsInterest};
 use super::metrics::{ClusterMetrics, InboundDropped};
 use super::outbound::Outbound;
 use super::subject::{self, origin, served, Naming};
@@ -56,6 +69,9 @@ pub const LINGER: u64 = super::connect::SUBSCRIPTION_CAPACITY as u64;
 pub const QUIET: Duration = Duration::from_millis(250);
 /// Most retired subscriptions kept at once; past it the oldest is let go.
 pub const MAX_RETIRING: usize = 4096;
+/// Most origins (publishing nodes) whose last delivered sequence is kept; past it the one
+/// heard from longest ago is forgotten. A node's id is new at every start, so old ones pile up.
+pub const MAX_ORIGINS: usize = 4096;
 /// How many times one group message is handed back to NATS before it is counted as lost.
 pub const MAX_HOPS: u32 = 3;
 /// How often retirements are looked after.
@@ -64,12 +80,13 @@ const TIDY: Duration = Duration::from_millis(50);
 /// A message, the subscription it came through, and that subscription's key.
 type Taken = (u64, Key, Message);
 
-/// Runs until shutdown: takes subscriptions from `handoffs`, delivers what NATS brings;
-/// `stats` are the NATS client's counters.
+/// Runs until shutdown: takes subscriptions from `handoffs` (made by `interest`), delivers what
+/// NATS brings; `stats` are the NATS client's counters.
 pub async fn run(
     local: Local,
     naming: Naming,
     metrics: ClusterMetrics,
+    interest: Arc<NatsInterest>,
     mut handoffs: mpsc::UnboundedReceiver<Handoff>,
     out: Arc<Outbound>,
     stats: Arc<async_nats::Statistics>,
@@ -83,7 +100,9 @@ pub async fn run(
         out: &out,
         tally: Tally::default(),
         scanner: Scanner::default(),
+        delivered: Delivered::default(),
     };
+    let mut retire = Vec::new();
     let mut tidy = tokio::time::interval(TIDY);
     tidy.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -93,41 +112,36 @@ pub async fn run(
             biased;
             _ = local.shutdown.begun() => break,
             h = handoffs.recv() => {
-                let Some(mut h) = h else { break };
-                loop {
-                    match h {
-                        Handoff::Add(id, key, sub) => subs.add(id, key, sub),
-                        Handoff::Retire(id) => {
-                            // Take what waits everywhere first, in order: the retired
-                            // subscription's own queue is then empty, and it may take LINGER
-                            // more.
-                            subs.sweep(&mut batch);
-                            rx.deliver(&mut batch);
-                            subs.retire(id);
-                        }
-                    }
-                    match handoffs.try_recv() {
-                        Ok(next) => h = next,
-                        Err(_) => break,
-                    }
+                let Some(h) = h else { break };
+                subs.take(h, &mut retire);
+                while let Ok(h) = handoffs.try_recv() {
+                    subs.take(h, &mut retire);
                 }
-                metrics.retiring.set(subs.retiring() as i64);
+                subs.retire_all(&mut retire, &mut batch, &mut rx);
             }
             first = subs.next(), if !subs.list.is_empty() => {
                 batch.push(first);
+                // Every subscription that can have brought a message before `first` is handed
+                // over by now: take them, so the sweep reads them too.
+                interest.settle();
+                while let Ok(h) = handoffs.try_recv() {
+                    subs.take(h, &mut retire);
+                }
                 subs.sweep(&mut batch);
-                rx.deliver(&mut batch);
+                rx.deliver(&mut batch, &subs);
+                subs.retire_all(&mut retire, &mut batch, &mut rx);
                 // A busy bridge still lets the client connections on this worker run.
                 tokio::task::yield_now().await;
             }
             _ = tidy.tick(), if !subs.retiring.is_empty() => {
                 // What waits is delivered first: a subscription let go has nothing left.
                 subs.sweep(&mut batch);
-                rx.deliver(&mut batch);
-                subs.tidy(Instant::now(), stats.in_messages.load(Ordering::Relaxed));
-                metrics.retiring.set(subs.retiring() as i64);
+                rx.deliver(&mut batch, &subs);
+                let early = subs.tidy(Instant::now(), stats.in_messages.load(Ordering::Relaxed));
+                metrics.retired_early.inc_by(early);
             }
         }
+        metrics.retiring.set(subs.retiring() as i64);
     }
 }
 
@@ -179,6 +193,8 @@ impl Sub {
 struct Subs {
     list: Vec<Sub>,
     at: HashMap<u64, usize>,
+    /// The live plain subscriptions' patterns, oldest (lowest id) first.
+    plain: BTreeMap<u64, Key>,
     /// The ids of retired subscriptions, oldest first.
     retiring: Vec<u64>,
     /// Where the next poll starts, so that no subscription is always served last.
@@ -192,7 +208,33 @@ struct Subs {
 }
 
 impl Subs {
+    /// Takes a handoff: a new subscription is added at once, a retirement is kept in `retire`
+    /// for [`Subs::retire_all`].
+    fn take(&mut self, h: Handoff, retire: &mut Vec<u64>) {
+        match h {
+            Handoff::Add(id, key, sub) => self.add(id, key, sub),
+            Handoff::Retire(id) => retire.push(id),
+        }
+    }
+
+    /// Retires the subscriptions in `retire`, after delivering what waits everywhere, in
+    /// order: a retired subscription's own queue is then empty (and it may take [`LINGER`]
+    /// more, when it is a group's).
+    fn retire_all(&mut self, retire: &mut Vec<u64>, batch: &mut Vec<Taken>, rx: &mut Receiver<'_>) {
+        if retire.is_empty() {
+            return;
+        }
+        self.sweep(batch);
+        rx.deliver(batch, self);
+        for id in retire.drain(..) {
+            self.retire(id);
+        }
+    }
+
     fn add(&mut self, id: u64, key: Key, inner: Subscriber) {
+        if key.1.is_none() {
+            self.plain.insert(id, key.clone());
+        }
         self.at.insert(id, self.list.len());
         self.list.push(Sub {
             id,
@@ -209,6 +251,7 @@ impl Subs {
         if let Some(moved) = self.list.get(i) {
             self.at.insert(moved.id, i);
         }
+        self.plain.remove(&id);
         if !matches!(sub.state, State::Live) {
             self.retiring.retain(|r| *r != id);
         }
@@ -219,9 +262,16 @@ impl Subs {
         self.list.get_mut(i)
     }
 
+    /// Lets a plain subscription go at once; starts a group subscription's retirement.
     fn retire(&mut self, id: u64) {
         let Some(sub) = self.get_mut(id) else { return };
         if !matches!(sub.state, State::Live) {
+            return;
+        }
+        if sub.key.1.is_none() {
+            debug!(pattern = %sub.key.0, "cluster: unsubscribing in NATS");
+            // Dropping a Subscriber unsubscribes it in NATS at once.
+            self.remove(id);
             return;
         }
         sub.retire();
@@ -233,10 +283,17 @@ impl Subs {
         self.retiring.len()
     }
 
+    /// Whether a message without an origin that came through plain subscription `id` is the
+    /// copy to deliver: no older live plain subscription matches `topic`.
+    fn first_plain(&self, id: u64, topic: &str) -> bool {
+        !self.plain.range(..id).any(|(_, k)| matches(&k.0, topic))
+    }
+
     /// Looks after retirements, `read` being the NATS client's count of messages read off its
     /// connection: retries those the client had no room for; lets go of all of them once the
-    /// connection has been quiet for [`QUIET`], and of the oldest past [`MAX_RETIRING`].
-    fn tidy(&mut self, now: Instant, read: u64) {
+    /// connection has been quiet for [`QUIET`], and of the oldest past [`MAX_RETIRING`]. Returns
+    /// how many were let go before the connection was quiet.
+    fn tidy(&mut self, now: Instant, read: u64) -> u64 {
         // A long gap since the last look means this process did not run (frozen, starved):
         // what was on its way may still be unread, so quiet is measured afresh.
         let paused = self.tidied.is_none_or(|t| now.duration_since(t) > TIDY * 4);
@@ -262,10 +319,20 @@ impl Subs {
                 State::Retiring => {}
             }
         }
+        let early = if quiet { 0 } else { go.len() as u64 };
+        if early > 0 {
+            warn!(
+                retiring = ids.len(),
+                let_go = early,
+                "cluster: more queue-group subscriptions retiring than kept; the oldest are let go \
+                 before NATS is quiet, and what was on its way to them is lost"
+            );
+        }
         // Dropping a Subscriber unsubscribes it in NATS at once.
         for id in go {
             self.remove(id);
         }
+        early
     }
 
     /// The next message of any subscription; pending while there is none. A subscription the
@@ -363,11 +430,49 @@ struct Receiver<'a> {
     tally: Tally,
     /// Reused for every message's envelope.
     scanner: Scanner,
+    delivered: Delivered,
+}
+
+/// The last sequence delivered to plain subscribers from each origin, to know a copy.
+#[derive(Default)]
+struct Delivered {
+    /// By origin node: (last sequence, `batches` when it was last heard from).
+    last: HashMap<String, (u64, u64)>,
+    /// Batches delivered so far.
+    batches: u64,
+}
+
+impl Delivered {
+    /// Whether sequence `seq` from `node` is new (and then it is recorded as delivered).
+    fn first(&mut self, node: &str, seq: u64) -> bool {
+        let now = self.batches;
+        if let Some((last, heard)) = self.last.get_mut(node) {
+            *heard = now;
+            if seq <= *last {
+                return false;
+            }
+            *last = seq;
+            return true;
+        }
+        if self.last.len() >= MAX_ORIGINS {
+            let oldest = self
+                .last
+                .iter()
+                .min_by_key(|(_, (_, heard))| *heard)
+                .map(|(n, _)| n.clone());
+            if let Some(n) = oldest {
+                self.last.remove(&n);
+            }
+        }
+        self.last.insert(node.to_owned(), (seq, now));
+        true
+    }
 }
 
 impl Receiver<'_> {
-    /// Delivers a batch in origin order, and empties it.
-    fn deliver(&mut self, batch: &mut Vec<Taken>) {
+    /// Delivers a batch in origin order, and empties it; `subs` says which plain subscription
+    /// delivers a message without an origin.
+    fn deliver(&mut self, batch: &mut Vec<Taken>, subs: &Subs) {
         if batch.is_empty() {
             return;
         }
@@ -376,15 +481,13 @@ impl Receiver<'_> {
         let (mut n, mut bytes) = (0u64, 0u64);
         let config = self.local.config.borrow().clone();
         let router = &self.local.router;
-        for (_, key, m) in batch.drain(..) {
+        self.delivered.batches += 1;
+        for (id, key, m) in batch.drain(..) {
             n += 1;
             bytes += m.payload.len() as u64;
-            let topic = match self.valid_topic(&m, &config) {
-                Ok(topic) => topic,
-                Err(why) => {
-                    self.metrics.inbound_dropped(why);
-                    continue;
-                }
+            let Some(topic) = self.naming.topic(m.subject.as_str()) else {
+                self.metrics.inbound_dropped(InboundDropped::Invalid);
+                continue;
             };
             let headers = m.headers.as_ref();
             let audience = match (key.1.as_deref(), subject::only_for(headers)) {
@@ -398,6 +501,20 @@ impl Receiver<'_> {
                 self.metrics.group_skips.inc();
                 continue;
             };
+            if let Audience::Plain = audience {
+                let first = match origin(headers) {
+                    Some((node, seq)) => self.delivered.first(node, seq),
+                    None => subs.first_plain(id, topic),
+                };
+                if !first {
+                    self.metrics.copies.inc();
+                    continue;
+                }
+            }
+            if let Err(why) = self.check(&m, topic, &config) {
+                self.metrics.inbound_dropped(why);
+                continue;
+            }
             let wire = frame::encode(&m.payload);
             let matches = router.lookup(topic);
             let routed = router.route(&matches, audience, topic, &wire, at, &mut self.tally);
@@ -426,21 +543,13 @@ impl Receiver<'_> {
         }
     }
 
-    /// The topic, when the subject is under the prefix and the payload is a pickled
-    /// `(topic, payload)` naming that same topic, within this node's frame limit and allowed by
-    /// its top-level payload policy (a NATS publisher has no user here: it gets the default).
-    fn valid_topic<'m>(
-        &mut self,
-        m: &'m Message,
-        config: &Config,
-    ) -> Result<&'m str, InboundDropped> {
+    /// Whether the payload is a pickled `(topic, payload)` naming `topic` (the subject's), within
+    /// this node's frame limit and allowed by its top-level payload policy (a NATS publisher has
+    /// no user here: it gets the default).
+    fn check(&mut self, m: &Message, topic: &str, config: &Config) -> Result<(), InboundDropped> {
         if m.payload.len() as u64 > config.settings.max_frame.bytes() {
             return Err(InboundDropped::Invalid);
         }
-        let topic = self
-            .naming
-            .topic(m.subject.as_str())
-            .ok_or(InboundDropped::Invalid)?;
         let envelope = match config.payloads.data() {
             None => self.scanner.classify(&m.payload),
             Some(policy) => self
@@ -449,8 +558,38 @@ impl Receiver<'_> {
                 .map_err(|_| InboundDropped::Refused)?,
         };
         match envelope {
-            Envelope::Publish { topic: t } if t == topic => Ok(topic),
+            Envelope::Publish { topic: t } if t == topic => Ok(()),
             _ => Err(InboundDropped::Invalid),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_is_known_by_its_origin_and_sequence() {
+        let mut d = Delivered::default();
+        assert!(d.first("a", 1));
+        assert!(!d.first("a", 1), "the second copy");
+        assert!(d.first("b", 1), "another origin counts apart");
+        assert!(d.first("a", 3));
+        assert!(!d.first("a", 2), "below the last delivered: a copy");
+    }
+
+    #[test]
+    fn past_the_limit_the_origin_heard_from_longest_ago_is_forgotten() {
+        let mut d = Delivered::default();
+        for n in 0..MAX_ORIGINS {
+            d.batches += 1;
+            assert!(d.first(&n.to_string(), 5));
+        }
+        d.batches += 1;
+        assert!(!d.first("0", 5), "heard from again: now the newest");
+        assert!(d.first("new", 1));
+        assert_eq!(d.last.len(), MAX_ORIGINS);
+        assert!(d.last.contains_key("0"));
+        assert!(!d.last.contains_key("1"), "the one heard from longest ago");
     }
 }

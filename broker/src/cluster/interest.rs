@@ -10,14 +10,20 @@
 //! further publish to NATS until the parked changes have gone ahead of it.
 //!
 //! What is subscribed:
-//! - A pattern with plain local subscribers: one NATS queue subscription in the node's own
-//!   queue (NATS merges a node's patterns by queue name, so the node gets each message once).
+//! - A pattern with plain local subscribers: one plain NATS subscription. NATS sends each
+//!   matching subscription its own copy, so one that goes takes nothing from the others; the
+//!   node delivers the first copy of a message and skips the rest ([`super::inbound`]).
 //! - A queue group: one NATS queue subscription in queue `g` per local member and per pattern
 //!   of that member's that none of its other patterns covers. NATS picks among a group's
 //!   subscriptions evenly, so each member weighs one (not each node, nor each pattern it used).
 //!
-//! A subscription no longer wanted is *retired*, never dropped at once: [`super::inbound`] keeps
-//! taking what NATS had already sent it (see there).
+//! A plain subscription no longer wanted goes at once. A group's is *retired*, never dropped at
+//! once: NATS gave what it had already sent it to no other member, so [`super::inbound`] keeps
+//! taking it (see there).
+//!
+//! A subscription is handed to [`super::inbound`] under the same lock as it is made, so
+//! [`NatsInterest::settle`] lets that task see every subscription that can have brought a
+//! message.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -183,6 +189,12 @@ impl NatsInterest {
         still
     }
 
+    /// Returns once every NATS subscription made so far has been handed to the inbound task
+    /// (made and handed under one lock, so taking the lock is enough).
+    pub fn settle(&self) {
+        drop(self.state.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
     /// NATS subscriptions held for local interest now.
     pub fn live(&self) -> usize {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).live
@@ -202,13 +214,17 @@ impl NatsInterest {
         }
         while slot.live.len() < slot.want {
             let subject = self.naming.subject(&k.0);
-            let queue = self.naming.queue(k.1.as_deref()).to_owned();
             // Polled once: the NATS client's command queue takes it now, or the change is
             // parked. Unconstrained, so that tokio's cooperative budget of the calling task
             // never makes a queue with room look full. A future dropped unfinished sends nothing
             // (tokio's `Sender::send` is cancel safe).
-            let made = tokio::task::unconstrained(self.client.queue_subscribe(subject, queue))
-                .now_or_never();
+            let made = match &k.1 {
+                None => tokio::task::unconstrained(self.client.subscribe(subject)).now_or_never(),
+                Some(group) => {
+                    tokio::task::unconstrained(self.client.queue_subscribe(subject, group.clone()))
+                        .now_or_never()
+                }
+            };
             match made {
                 None => return Handed::Parked,
                 Some(Ok(sub)) => {

@@ -86,8 +86,10 @@ pub struct ClusterMetrics {
     pub inbound_dropped: IntCounterVec,
     pub group_skips: IntCounter,
     pub requeued: IntCounter,
+    pub copies: IntCounter,
     pub interest: IntGauge,
     pub retiring: IntGauge,
+    pub retired_early: IntCounter,
     pub outbound_queued: IntGauge,
     pub max_payload: IntGauge,
     pub nats_in: IntCounter,
@@ -153,6 +155,12 @@ impl ClusterMetrics {
                 "Queue-group messages NATS brought for a group no member here could take any \
                  more, handed back to NATS for a member on another node.",
             ),
+            copies: counter(
+                r,
+                "mphub_cluster_copies_total",
+                "Messages from NATS skipped because they were copies: NATS sends one per matching \
+                 plain subscription, and this node had delivered the message already.",
+            ),
             interest: gauge(
                 r,
                 "mphub_cluster_interest",
@@ -162,8 +170,15 @@ impl ClusterMetrics {
             retiring: gauge(
                 r,
                 "mphub_cluster_interest_retiring",
-                "NATS subscriptions no longer wanted, still taking what NATS had already sent \
-                 them before they go.",
+                "Queue-group NATS subscriptions no longer wanted, still taking what NATS had \
+                 already sent them before they go.",
+            ),
+            retired_early: counter(
+                r,
+                "mphub_cluster_interest_retired_early_total",
+                "Retiring queue-group subscriptions let go before NATS was quiet, because more \
+                 than 4096 were retiring: what was on its way to them was lost (it shows as \
+                 mphub_cluster_nats_messages_in_total minus mphub_cluster_messages_received_total).",
             ),
             outbound_queued: gauge(
                 r,

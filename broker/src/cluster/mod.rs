@@ -208,6 +208,7 @@ impl Cluster {
             local,
             naming,
             metrics,
+            interest.clone(),
             handed,
             link.out.clone(),
             stats.clone(),

@@ -1,17 +1,16 @@
-//! How mphub names things in NATS: topics as subjects under a prefix, queue names, and the two
+//! How mphub names things in NATS: topics as subjects under a prefix, queue groups, and the
 //! headers a forwarded message carries.
 //!
 //! - Topic `a.b` travels on subject `<prefix>a.b`; pattern `a.*` subscribes `<prefix>a.*`. The
 //!   rules are NATS's own (PROTOCOL §5), so the mapping is one to one.
 //! - Queue group `g` is NATS queue group `g`: NATS gives each message to one member cluster-wide.
-//! - A node's plain interest is a NATS queue subscription too, in a queue of its own
-//!   (`mphub.node.<id>`; group names have no `.`, so it never meets one). NATS merges queue
-//!   subscriptions by name across patterns, so a node gets each message once however many of
-//!   its patterns match; the node then fans it out locally.
+//! - A node's plain interest is a plain NATS subscription per pattern. NATS sends a message once
+//!   per matching subscription, so a node whose patterns overlap gets copies; it delivers the
+//!   first and skips the rest by their `Mphub-Origin`.
 //! - `Mphub-Origin: <node>:<seq>` numbers what a node forwards, so a receiver can restore the
-//!   publisher's order across its NATS subscriptions. `Mphub-Served: g1 g2` names the queue groups
-//!   the publishing node already delivered to (it prefers local members), so no other node
-//!   delivers to them again.
+//!   publisher's order across its NATS subscriptions and know a copy it already delivered.
+//!   `Mphub-Served: g1 g2` names the queue groups the publishing node already delivered to (it
+//!   prefers local members), so no other node delivers to them again.
 //! - `Mphub-Group: g` and `Mphub-Hops: n` mark a group message a node handed back to NATS
 //!   because none of its members could take it any more: it is for group `g` only, and has
 //!   been handed back `n` times.
@@ -30,12 +29,11 @@ pub const GROUP: HeaderName = HeaderName::from_static("Mphub-Group");
 /// Header on a group message handed back to NATS: how many times it was.
 pub const HOPS: HeaderName = HeaderName::from_static("Mphub-Hops");
 
-/// Subject and queue names for one node.
+/// Subject names for one node.
 #[derive(Debug, Clone)]
 pub struct Naming {
     prefix: String,
     node: String,
-    node_queue: String,
 }
 
 impl Naming {
@@ -44,7 +42,6 @@ impl Naming {
         Naming {
             prefix: prefix.to_owned(),
             node: node.to_owned(),
-            node_queue: format!("mphub.node.{node}"),
         }
     }
 
@@ -64,11 +61,6 @@ impl Naming {
     /// The topic a NATS subject carries, if it is under the prefix.
     pub fn topic<'a>(&self, subject: &'a str) -> Option<&'a str> {
         subject.strip_prefix(self.prefix.as_str())
-    }
-
-    /// The NATS queue for a plain subscription (`None`) or a queue group.
-    pub fn queue<'a>(&'a self, group: Option<&'a str>) -> &'a str {
-        group.unwrap_or(&self.node_queue)
     }
 
     /// The most bytes the headers of a local publish that served no queue group here take on
@@ -152,13 +144,6 @@ mod tests {
         assert_eq!(n.topic("other.a.b"), None);
         let bare = Naming::new("", "n1");
         assert_eq!(bare.subject(">"), ">");
-    }
-
-    #[test]
-    fn plain_interest_uses_the_nodes_own_queue_and_groups_keep_their_name() {
-        let n = Naming::new("mphub.", "n1");
-        assert_eq!(n.queue(None), "mphub.node.n1");
-        assert_eq!(n.queue(Some("workers")), "workers");
     }
 
     #[test]
