@@ -23,7 +23,7 @@ from cluster_helpers import (
     small_receive_buffer,
     wait_until,
 )
-from conftest import ROOT
+from conftest import KEY, ROOT
 from natsserver import free_port
 from scenarios import barrier, subscribe
 from test_cluster import CONNECTED, END, connect, listener
@@ -57,6 +57,26 @@ def test_a_publish_never_overtakes_its_connections_earlier_subscription_into_nat
         if recv_until(sub, (topic, "end")) != [(topic, "job")]:
             lost.append(round_)
     assert lost == [], f"work published in answer to 'ready' was lost in rounds {lost}"
+
+
+def test_requests_from_short_lived_clients_across_nodes_get_every_reply(nats, node):
+    import mphub
+
+    (server,) = nats(1)
+    a, b = node(server.url), node(server.url)
+    responder = mphub.connect(a.addrs[0], authkey=KEY)
+    responder.serve("svc.echo", lambda body: body)
+    settle([a, b])
+    bulk = connect(b)
+    try:
+        for round_ in range(20):
+            # A thousand other subscriptions go to NATS in front of each request's inbox.
+            for k in range(1000):
+                bulk.send(("$sub", f"bulk.{round_}.{k}"))
+            with mphub.connect(b.addrs[0], authkey=KEY) as requester:
+                assert requester.request("svc.echo", round_, timeout=30) == round_
+    finally:
+        responder.close()
 
 
 # ---- 2. Interest changes never lose a message that an unchanged subscription wants.

@@ -93,19 +93,20 @@ impl ClusterConfig {
     }
 
     /// A warning when what NATS may take at once on recovering (the backlog while connected, or
-    /// the reconnect buffer) is as large as a connection's outbound limit (`outbound_limit`,
-    /// bytes): released in one go, it could cut off subscribers on other nodes that keep up.
+    /// the reconnect buffer) is over half a connection's outbound limit (`outbound_limit`,
+    /// bytes): released in one go, with what socket buffers hold on the way, it could cut off
+    /// subscribers on other nodes that keep up.
     pub fn burst_warning(&self, outbound_limit: u64) -> Option<String> {
         let (key, bytes) = if self.outbound_limit >= self.reconnect_buffer {
             ("cluster_outbound_limit", self.outbound_limit)
         } else {
             ("cluster_reconnect_buffer", self.reconnect_buffer)
         };
-        (bytes >= outbound_limit).then(|| {
+        (bytes > outbound_limit / 2).then(|| {
             format!(
-                "{key} ({bytes} bytes) is not below outbound_limit ({outbound_limit} bytes): a \
-                 backlog NATS takes at once when it recovers may cut off subscribers on other \
-                 nodes as slow consumers; keep it below half of outbound_limit"
+                "{key} ({bytes} bytes) is over half of outbound_limit ({outbound_limit} bytes): \
+                 a backlog NATS takes at once when it recovers may cut off subscribers on other \
+                 nodes as slow consumers; keep it at most half of outbound_limit"
             )
         })
     }
@@ -351,12 +352,12 @@ mod tests {
     }
 
     #[test]
-    fn a_backlog_as_large_as_a_subscribers_limit_is_warned_about() {
+    fn a_backlog_over_half_a_subscribers_limit_is_warned_about() {
         let mut c = ClusterConfig::from_settings(&cluster("nats://a:4222"))
             .unwrap()
             .unwrap();
-        assert_eq!(c.burst_warning(32 << 20), None);
-        let w = c.burst_warning(8 << 20).unwrap();
+        assert_eq!(c.burst_warning(32 << 20), None, "the defaults: 16 MiB, half of 32");
+        let w = c.burst_warning(30 << 20).unwrap();
         assert!(w.contains("cluster_outbound_limit"), "{w}");
         c.reconnect_buffer = 64 << 20;
         let w = c.burst_warning(32 << 20).unwrap();
