@@ -103,6 +103,7 @@ pub async fn run(
         delivered: Delivered::default(),
     };
     let mut retire = Vec::new();
+    let mut retiring = 0;
     let mut tidy = tokio::time::interval(TIDY);
     tidy.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -133,15 +134,25 @@ pub async fn run(
                 // A busy bridge still lets the client connections on this worker run.
                 tokio::task::yield_now().await;
             }
-            _ = tidy.tick(), if !subs.retiring.is_empty() => {
+            _ = tidy.tick(), if !subs.retiring.is_empty() || interest.has_idle() => {
+                let now = Instant::now();
+                // Idle ones past their time come back as retirements, taken at once.
+                interest.retire_idle(now);
+                while let Ok(h) = handoffs.try_recv() {
+                    subs.take(h, &mut retire);
+                }
+                subs.retire_all(&mut retire, &mut batch, &mut rx);
                 // What waits is delivered first: a subscription let go has nothing left.
                 subs.sweep(&mut batch);
                 rx.deliver(&mut batch, &subs);
-                let early = subs.tidy(Instant::now(), stats.in_messages.load(Ordering::Relaxed));
+                let early = subs.tidy(now, stats.in_messages.load(Ordering::Relaxed));
                 metrics.retired_early.inc_by(early);
             }
         }
-        metrics.retiring.set(subs.retiring() as i64);
+        if subs.retiring() != retiring {
+            retiring = subs.retiring();
+            interest.set_inbound_retiring(retiring);
+        }
     }
 }
 

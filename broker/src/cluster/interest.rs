@@ -25,17 +25,19 @@
 //! [`NatsInterest::settle`] lets that task see every subscription that can have brought a
 //! message.
 
+use std::collections::VecDeque;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_nats::Subscriber;
 use futures_util::FutureExt;
-use mphub_protocol::topic::covers;
 use prometheus::IntGauge;
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, warn};
 
+use super::member::Member;
 use super::subject::Naming;
 use crate::index::InterestChange;
 
@@ -63,6 +65,10 @@ pub struct NatsInterest {
     /// Wakes the task that retries parked changes (`outbound::run`).
     wake: Notify,
     live: IntGauge,
+    /// Subscriptions held but no longer wanted: idle here, and retiring in the inbound task
+    /// (whose count is `inbound_retiring`).
+    retiring: IntGauge,
+    inbound_retiring: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -70,11 +76,16 @@ struct State {
     next_id: u64,
     slots: HashMap<Key, Slot>,
     /// Each group member's patterns, by (group, member).
-    members: HashMap<(String, u64), Vec<String>>,
+    members: HashMap<(String, u64), Member>,
     /// Keys whose subscriptions could not all be made, oldest first.
     parked: Vec<Key>,
     parked_set: HashSet<Key>,
+    /// Subscriptions carrying wanted interest.
     live: usize,
+    /// Group subscriptions kept idle, and when each key last got one, oldest first (entries
+    /// for keys whose idle ones were taken back are skipped).
+    idle: usize,
+    idled: VecDeque<(Instant, Key)>,
 }
 
 /// One key's wanted NATS subscriptions and the live ones.
@@ -82,7 +93,15 @@ struct State {
 struct Slot {
     want: usize,
     live: Vec<u64>,
+    /// A group's subscriptions no longer wanted, kept for [`IDLE`] in case the key is wanted
+    /// again (then one is taken back, with nothing to tell NATS), with when each went idle.
+    idle: Vec<(u64, Instant)>,
 }
+
+/// How long a group's NATS subscription no longer wanted is kept before it retires. A member
+/// that leaves and comes back (or a connection toggling patterns) then reuses it: retiring is
+/// slow under steady traffic, and new ones for each toggle would pile up.
+pub const IDLE: Duration = Duration::from_secs(1);
 
 /// Whether a change reached the NATS client.
 enum Handed {
@@ -93,12 +112,14 @@ enum Handed {
 
 impl NatsInterest {
     /// Follows interest through `client`, telling `inbound` of every subscription made or
-    /// retired; `live` is the gauge of NATS subscriptions held.
+    /// retired; `live` is the gauge of NATS subscriptions carrying wanted interest, `retiring`
+    /// of those held that are not wanted any more.
     pub fn new(
         client: async_nats::Client,
         naming: Naming,
         inbound: mpsc::UnboundedSender<Handoff>,
         live: IntGauge,
+        retiring: IntGauge,
     ) -> Self {
         NatsInterest {
             client,
@@ -108,7 +129,58 @@ impl NatsInterest {
             parked: AtomicBool::new(false),
             wake: Notify::new(),
             live,
+            retiring,
+            inbound_retiring: AtomicUsize::new(0),
         }
+    }
+
+    /// The inbound task's count of retiring subscriptions.
+    pub fn set_inbound_retiring(&self, n: usize) {
+        self.inbound_retiring.store(n, Ordering::Relaxed);
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.gauges(&st);
+    }
+
+    fn gauges(&self, st: &State) {
+        self.live.set(st.live as i64);
+        let retiring = st.idle + self.inbound_retiring.load(Ordering::Relaxed);
+        self.retiring.set(retiring as i64);
+    }
+
+    /// Whether some group subscription is idle (see [`IDLE`]).
+    pub fn has_idle(&self) -> bool {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).idle > 0
+    }
+
+    /// Retires the group subscriptions idle for [`IDLE`] by `now`.
+    pub fn retire_idle(&self, now: Instant) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let st = &mut *st;
+        while let Some((since, _)) = st.idled.front() {
+            if now.duration_since(*since) < IDLE {
+                break;
+            }
+            let Some((_, k)) = st.idled.pop_front() else {
+                break;
+            };
+            let Some(slot) = st.slots.get_mut(&k) else {
+                continue;
+            };
+            let before = slot.idle.len();
+            slot.idle.retain(|(id, since)| {
+                let keep = now.duration_since(*since) < IDLE;
+                if !keep {
+                    let _ = self.inbound.send(Handoff::Retire(*id));
+                    debug!(pattern = %k.0, group = ?k.1, "cluster: retiring a NATS subscription");
+                }
+                keep
+            });
+            st.idle -= before - slot.idle.len();
+            if slot.want == 0 && slot.live.is_empty() && slot.idle.is_empty() {
+                st.slots.remove(&k);
+            }
+        }
+        self.gauges(st);
     }
 
     /// Takes one change (called by the index under its lock: it never waits on NATS).
@@ -145,7 +217,7 @@ impl NatsInterest {
         }
         let parked = !st.parked.is_empty();
         self.parked.store(parked, Ordering::Release);
-        self.live.set(st.live as i64);
+        self.gauges(&st);
         drop(st);
         if parked {
             self.wake.notify_one();
@@ -185,7 +257,7 @@ impl NatsInterest {
         st.parked = left;
         let still = !st.parked.is_empty();
         self.parked.store(still, Ordering::Release);
-        self.live.set(st.live as i64);
+        self.gauges(&st);
         still
     }
 
@@ -208,11 +280,25 @@ impl NatsInterest {
         while slot.live.len() > slot.want {
             if let Some(id) = slot.live.pop() {
                 st.live -= 1;
-                let _ = self.inbound.send(Handoff::Retire(id));
-                debug!(pattern = %k.0, group = ?k.1, "cluster: retiring a NATS subscription");
+                if k.1.is_some() {
+                    let now = Instant::now();
+                    slot.idle.push((id, now));
+                    st.idle += 1;
+                    st.idled.push_back((now, k.clone()));
+                } else {
+                    let _ = self.inbound.send(Handoff::Retire(id));
+                    debug!(pattern = %k.0, "cluster: unsubscribing in NATS");
+                }
             }
         }
         while slot.live.len() < slot.want {
+            // A group's idle subscription is still in NATS: taken back, nothing to tell it.
+            if let Some((id, _)) = slot.idle.pop() {
+                slot.live.push(id);
+                st.idle -= 1;
+                st.live += 1;
+                continue;
+            }
             let subject = self.naming.subject(&k.0);
             // Polled once: the NATS client's command queue takes it now, or the change is
             // parked. Unconstrained, so that tokio's cooperative budget of the calling task
@@ -247,7 +333,7 @@ impl NatsInterest {
                 }
             }
         }
-        if slot.want == 0 && slot.live.is_empty() {
+        if slot.want == 0 && slot.live.is_empty() && slot.idle.is_empty() {
             st.slots.remove(k);
         }
         Handed::Yes
@@ -268,30 +354,21 @@ impl State {
     /// A member joined or left `group` on `pattern`: the keys whose weight changed.
     fn member(&mut self, group: &str, member: u64, pattern: &str, joined: bool) -> Vec<Key> {
         let id = (group.to_owned(), member);
-        let patterns = self.members.entry(id.clone()).or_default();
-        let before = uncovered(patterns);
-        if joined {
-            if !patterns.iter().any(|p| p == pattern) {
-                patterns.push(pattern.to_owned());
-            }
+        let m = self.members.entry(id.clone()).or_default();
+        let change = if joined {
+            m.join(pattern)
         } else {
-            patterns.retain(|p| p != pattern);
-        }
-        let after = uncovered(patterns);
-        if patterns.is_empty() {
+            m.leave(pattern)
+        };
+        if m.is_empty() {
             self.members.remove(&id);
         }
         let mut touched = Vec::new();
-        for (p, delta) in before
+        for (p, delta) in change
+            .lost
             .iter()
-            .filter(|p| !after.contains(p))
             .map(|p| (p, -1isize))
-            .chain(
-                after
-                    .iter()
-                    .filter(|p| !before.contains(p))
-                    .map(|p| (p, 1isize)),
-            )
+            .chain(change.gained.iter().map(|p| (p, 1isize)))
         {
             let k = key(p, Some(group));
             let slot = self.slots.entry(k.clone()).or_default();
@@ -300,16 +377,6 @@ impl State {
         }
         touched
     }
-}
-
-/// The patterns none of the others covers: a member's NATS subscriptions in its group. (Two
-/// equal patterns never occur: a connection holds a subscription once.)
-fn uncovered(patterns: &[String]) -> Vec<String> {
-    patterns
-        .iter()
-        .filter(|p| !patterns.iter().any(|q| q != *p && covers(q, p)))
-        .cloned()
-        .collect()
 }
 
 #[cfg(test)]

@@ -3,11 +3,12 @@
 //! NATS carries messages between nodes; mphub never builds a cluster of its own. Where things
 //! are:
 //! - [`connect`]: the NATS connection options, from the resolved cluster settings.
-//! - [`subject`]: topics as NATS subjects, queue names, the `Mphub-*` headers.
+//! - [`subject`]: topics as NATS subjects, the `Mphub-*` headers.
 //! - [`interest`]: following local interest with NATS subscriptions, handed to NATS ahead of
 //!   anything published after them; a queue group weighed member by member.
 //! - [`outbound`]: local publishes on their way to NATS (once each, in order, never blocking;
 //!   bounded while NATS is slow, and held while it is away).
+//! - [`member`]: a queue-group member's patterns and those needing a NATS subscription.
 //! - [`inbound`]: delivering what NATS brings; retiring subscriptions without losing what they
 //!   carry; handing group messages back that no local member can take.
 //! - [`metrics`]: the `mphub_cluster_*` metrics.
@@ -23,6 +24,7 @@
 pub mod connect;
 pub mod inbound;
 pub mod interest;
+pub mod member;
 pub mod metrics;
 pub mod outbound;
 pub mod subject;
@@ -185,6 +187,7 @@ impl Cluster {
             naming.clone(),
             handoffs,
             metrics.interest.clone(),
+            metrics.retiring.clone(),
         ));
         let follower = interest.clone();
         local

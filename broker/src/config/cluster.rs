@@ -356,7 +356,11 @@ mod tests {
         let mut c = ClusterConfig::from_settings(&cluster("nats://a:4222"))
             .unwrap()
             .unwrap();
-        assert_eq!(c.burst_warning(32 << 20), None, "the defaults: 16 MiB, half of 32");
+        assert_eq!(
+            c.burst_warning(32 << 20),
+            None,
+            "the defaults: 16 MiB, half of 32"
+        );
         let w = c.burst_warning(30 << 20).unwrap();
         assert!(w.contains("cluster_outbound_limit"), "{w}");
         c.reconnect_buffer = 64 << 20;
