@@ -151,6 +151,32 @@ def test_order_per_publisher_holds_across_nodes_and_overlapping_patterns(nats, n
     assert scrape(b)["mphub_cluster_copies_total"] >= sum(1 for t, _ in sent if t == "a.x")
 
 
+def test_publishers_on_one_node_publishing_at_once_lose_nothing_on_another(nats, node):
+    (server,) = nats(1)
+    a, b = node(server.url), node(server.url)
+    sub = listener(b, "a.>")
+    settle([a, b])
+    pubs = [connect(a) for _ in range(4)]
+    n = 20_000
+
+    def publish(i, pub):
+        for k in range(n):
+            pub.send((f"a.{i}", k))
+        barrier(pub)
+
+    threads = [threading.Thread(target=publish, args=(i, p)) for i, p in enumerate(pubs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    pubs[0].send(END)
+    got = {}
+    for topic, k in recv_until(sub, END):
+        got.setdefault(topic, []).append(k)
+    assert {t: len(ks) for t, ks in got.items()} == {f"a.{i}": n for i in range(4)}
+    assert all(ks == list(range(n)) for ks in got.values()), "a publisher's order broke"
+
+
 def test_a_node_without_local_interest_receives_none_of_the_traffic(nats, node):
     (server,) = nats(1)
     a, b = node(server.url), node(server.url)

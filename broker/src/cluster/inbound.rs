@@ -118,33 +118,30 @@ pub async fn run(
                 while let Ok(h) = handoffs.try_recv() {
                     subs.take(h, &mut retire);
                 }
-                subs.retire_all(&mut retire, &mut batch, &mut rx);
+                if !retire.is_empty() {
+                    // What waits everywhere is delivered first, in order: a retired
+                    // subscription's own queue is then empty.
+                    gather(&mut subs, &interest, &mut handoffs, &mut retire, &mut batch);
+                    rx.deliver(&mut batch, &subs);
+                    subs.retire_all(&mut retire);
+                }
             }
             first = subs.next(), if !subs.list.is_empty() => {
                 batch.push(first);
-                // Every subscription that can have brought a message before `first` is handed
-                // over by now: take them, so the sweep reads them too.
-                interest.settle();
-                while let Ok(h) = handoffs.try_recv() {
-                    subs.take(h, &mut retire);
-                }
-                subs.sweep(&mut batch);
+                gather(&mut subs, &interest, &mut handoffs, &mut retire, &mut batch);
                 rx.deliver(&mut batch, &subs);
-                subs.retire_all(&mut retire, &mut batch, &mut rx);
+                subs.retire_all(&mut retire);
                 // A busy bridge still lets the client connections on this worker run.
                 tokio::task::yield_now().await;
             }
             _ = tidy.tick(), if !subs.retiring.is_empty() || interest.has_idle() => {
                 let now = Instant::now();
-                // Idle ones past their time come back as retirements, taken at once.
+                // Idle ones past their time come back as retirements.
                 interest.retire_idle(now);
-                while let Ok(h) = handoffs.try_recv() {
-                    subs.take(h, &mut retire);
-                }
-                subs.retire_all(&mut retire, &mut batch, &mut rx);
                 // What waits is delivered first: a subscription let go has nothing left.
-                subs.sweep(&mut batch);
+                gather(&mut subs, &interest, &mut handoffs, &mut retire, &mut batch);
                 rx.deliver(&mut batch, &subs);
+                subs.retire_all(&mut retire);
                 let early = subs.tidy(now, stats.in_messages.load(Ordering::Relaxed));
                 metrics.retired_early.inc_by(early);
             }
@@ -154,6 +151,24 @@ pub async fn run(
             interest.set_inbound_retiring(retiring);
         }
     }
+}
+
+/// Collects into `batch` every message waiting in any subscription, after taking every
+/// subscription handed over so far (the interest lock is the barrier: a subscription that can
+/// have brought a message already taken was handed over under it), so that the batch holds
+/// everything that came before what it holds.
+fn gather(
+    subs: &mut Subs,
+    interest: &NatsInterest,
+    handoffs: &mut mpsc::UnboundedReceiver<Handoff>,
+    retire: &mut Vec<u64>,
+    batch: &mut Vec<Taken>,
+) {
+    interest.settle();
+    while let Ok(h) = handoffs.try_recv() {
+        subs.take(h, retire);
+    }
+    subs.sweep(batch);
 }
 
 /// One NATS subscription as the bridge holds it.
@@ -225,18 +240,13 @@ impl Subs {
         match h {
             Handoff::Add(id, key, sub) => self.add(id, key, sub),
             Handoff::Retire(id) => retire.push(id),
+            // The loop comes round, and its tick looks after idle subscriptions.
+            Handoff::Wake => {}
         }
     }
 
-    /// Retires the subscriptions in `retire`, after delivering what waits everywhere, in
-    /// order: a retired subscription's own queue is then empty (and it may take [`LINGER`]
-    /// more, when it is a group's).
-    fn retire_all(&mut self, retire: &mut Vec<u64>, batch: &mut Vec<Taken>, rx: &mut Receiver<'_>) {
-        if retire.is_empty() {
-            return;
-        }
-        self.sweep(batch);
-        rx.deliver(batch, self);
+    /// Retires the subscriptions in `retire` (call after delivering what waits everywhere).
+    fn retire_all(&mut self, retire: &mut Vec<u64>) {
         for id in retire.drain(..) {
             self.retire(id);
         }
@@ -454,16 +464,23 @@ struct Delivered {
 }
 
 impl Delivered {
-    /// Whether sequence `seq` from `node` is new (and then it is recorded as delivered).
-    fn first(&mut self, node: &str, seq: u64) -> bool {
+    /// Whether sequence `seq` from `node` was delivered already (or one after it); the origin
+    /// counts as heard from.
+    fn copy(&mut self, node: &str, seq: u64) -> bool {
+        let now = self.batches;
+        self.last.get_mut(node).is_some_and(|(last, heard)| {
+            *heard = now;
+            seq <= *last
+        })
+    }
+
+    /// Records sequence `seq` from `node` as delivered.
+    fn record(&mut self, node: &str, seq: u64) {
         let now = self.batches;
         if let Some((last, heard)) = self.last.get_mut(node) {
             *heard = now;
-            if seq <= *last {
-                return false;
-            }
-            *last = seq;
-            return true;
+            *last = (*last).max(seq);
+            return;
         }
         if self.last.len() >= MAX_ORIGINS {
             let oldest = self
@@ -476,7 +493,16 @@ impl Delivered {
             }
         }
         self.last.insert(node.to_owned(), (seq, now));
-        true
+    }
+
+    /// [`Delivered::copy`], and records it when it is not.
+    #[cfg(test)]
+    fn first(&mut self, node: &str, seq: u64) -> bool {
+        let first = !self.copy(node, seq);
+        if first {
+            self.record(node, seq);
+        }
+        first
     }
 }
 
@@ -513,11 +539,11 @@ impl Receiver<'_> {
                 continue;
             };
             if let Audience::Plain = audience {
-                let first = match origin(headers) {
-                    Some((node, seq)) => self.delivered.first(node, seq),
-                    None => subs.first_plain(id, topic),
+                let copy = match origin(headers) {
+                    Some((node, seq)) => self.delivered.copy(node, seq),
+                    None => !subs.first_plain(id, topic),
                 };
-                if !first {
+                if copy {
                     self.metrics.copies.inc();
                     continue;
                 }
@@ -525,6 +551,11 @@ impl Receiver<'_> {
             if let Err(why) = self.check(&m, topic, &config) {
                 self.metrics.inbound_dropped(why);
                 continue;
+            }
+            if let (Audience::Plain, Some((node, seq))) = (audience, origin(headers)) {
+                // Only a valid message counts as delivered: garbage with a forged number
+                // silences nobody.
+                self.delivered.record(node, seq);
             }
             let wire = frame::encode(&m.payload);
             let matches = router.lookup(topic);

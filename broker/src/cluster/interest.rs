@@ -51,6 +51,8 @@ pub enum Handoff {
     Add(u64, Key, Subscriber),
     /// Retire subscription `id`: take what NATS already sent it, then let it go.
     Retire(u64),
+    /// A group subscription went idle: look after it (see [`IDLE`]) even if nothing comes.
+    Wake,
 }
 
 /// The node's interest as NATS should see it, and the NATS subscriptions that carry it.
@@ -176,6 +178,9 @@ impl NatsInterest {
                 keep
             });
             st.idle -= before - slot.idle.len();
+            if st.idle == 0 {
+                st.idled.clear();
+            }
             if slot.want == 0 && slot.live.is_empty() && slot.idle.is_empty() {
                 st.slots.remove(&k);
             }
@@ -285,6 +290,9 @@ impl NatsInterest {
                     slot.idle.push((id, now));
                     st.idle += 1;
                     st.idled.push_back((now, k.clone()));
+                    if st.idle == 1 {
+                        let _ = self.inbound.send(Handoff::Wake);
+                    }
                 } else {
                     let _ = self.inbound.send(Handoff::Retire(id));
                     debug!(pattern = %k.0, "cluster: unsubscribing in NATS");
@@ -297,6 +305,9 @@ impl NatsInterest {
                 slot.live.push(id);
                 st.idle -= 1;
                 st.live += 1;
+                if st.idle == 0 {
+                    st.idled.clear();
+                }
                 continue;
             }
             let subject = self.naming.subject(&k.0);

@@ -2,9 +2,11 @@
 //!
 //! A member weighs one in its group wherever its patterns nest: it needs a NATS subscription
 //! only for each pattern none of its other patterns covers (`jobs.*` beside `jobs.>` needs
-//! none). [`Member`] keeps that set as patterns come and go, in time linear in the member's
-//! patterns per change (a connection toggling one of a thousand patterns must not cost a
-//! million comparisons under the index lock).
+//! none). [`Member`] keeps that set as patterns come and go instead of working it out afresh
+//! (a connection toggling one of a thousand patterns cost a million comparisons per change,
+//! under the index lock). A change costs comparisons linear in the member's patterns, except
+//! when the pattern leaving was the only cover of many others: then those are compared with
+//! each other (a member with `>` over a thousand patterns, toggling `>`).
 //!
 //! `covers` is transitive, so a pattern covered by any of the member's patterns is covered by
 //! one of the uncovered ones: every check below looks at the uncovered set only.

@@ -122,7 +122,7 @@ impl ClusterMetrics {
             received: counter(
                 r,
                 "mphub_cluster_messages_received_total",
-                "Messages received from NATS (other nodes' publishes).",
+                "Messages received from NATS (other nodes' publishes; copies included).",
             ),
             received_bytes: counter(
                 r,

@@ -55,8 +55,11 @@ pub struct Item {
 /// The headers an item travels with.
 #[derive(Debug)]
 enum Head {
-    /// A local publish: numbered, naming the groups served here.
-    Own { seq: u64, served: Option<String> },
+    /// A local publish, naming the groups served here. It is numbered when it is handed to
+    /// the NATS client, by the one task that hands them in order: numbered earlier, two
+    /// publishers' items could reach the queue in the other order, and a receiver would take
+    /// the later-numbered one's successor for a copy.
+    Own { served: Option<String> },
     /// A group message handed back to NATS (`subject::handed_back`).
     HandedBack(HeaderMap),
 }
@@ -110,7 +113,6 @@ impl Outbound {
         let item = Item {
             subject: self.naming.subject(topic),
             head: Head::Own {
-                seq: self.seq.fetch_add(1, Ordering::Relaxed),
                 served: subject::served_header(served),
             },
             payload,
@@ -268,7 +270,7 @@ pub async fn run(
                 item.payload.len() as u64,
                 matches!(item.head, Head::Own { .. }),
             );
-            pending.set(Some(publish(&client, &out.naming, item)));
+            pending.set(Some(publish(&client, &out, item)));
             let Some(f) = pending.as_mut().as_pin_mut() else {
                 break;
             };
@@ -327,7 +329,7 @@ pub async fn run(
             item.payload.len() as u64,
             matches!(item.head, Head::Own { .. }),
         );
-        match tokio::time::timeout_at(deadline, publish(&client, &out.naming, item)).await {
+        match tokio::time::timeout_at(deadline, publish(&client, &out, item)).await {
             Ok(r) => finish(&out, &mut ledger, r, what),
             Err(_) => {
                 lost += 1;
@@ -364,11 +366,14 @@ async fn maybe<F: Future>(f: Pin<&mut Option<F>>) -> F::Output {
 /// The NATS client's publish of `item`, with its headers.
 fn publish<'a>(
     client: &'a async_nats::Client,
-    naming: &Naming,
+    out: &Outbound,
     item: Item,
 ) -> impl Future<Output = Result<(), async_nats::client::PublishError>> + 'a {
     let headers = match item.head {
-        Head::Own { seq, served } => naming.headers(seq, served.as_deref()),
+        Head::Own { served } => {
+            let seq = out.seq.fetch_add(1, Ordering::Relaxed);
+            out.naming.headers(seq, served.as_deref())
+        }
         Head::HandedBack(h) => h,
     };
     client.publish_with_headers(item.subject, headers, item.payload)
