@@ -10,7 +10,7 @@ import time
 import urllib.request
 from multiprocessing.connection import Client
 
-from conftest import KEY
+from conftest import KEY, wait_until as poll
 from scenarios import subscribe
 
 _probe_ids = itertools.count()
@@ -131,8 +131,5 @@ def small_receive_buffer(conn, size=64 << 10):
 
 
 def wait_until(condition, timeout=60, what="the condition"):
-    """Returns once `condition()` holds, checking it every 20 ms; fails after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} did not hold within {timeout}s"
-        time.sleep(0.02)
+    """Returns once `condition()` holds; fails after `timeout` s."""
+    assert poll(condition, timeout), f"{what} did not hold within {timeout}s"

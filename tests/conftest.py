@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,21 @@ sys.path.insert(0, str(ROOT / "tests" / "python"))
 sys.path.insert(0, str(ROOT / "client-py" / "src"))  # the client-py package under test
 
 KEY = b"mphub-test-key"
+
+
+def wait_until(condition, timeout=60, step=0.02):
+    """True once `condition()` holds, False after `timeout` seconds.
+
+    For what no `$ping` barrier reaches: the kernel's accept queue, a process's RSS, another
+    server's state. It checks every `step` seconds; the pause paces the checks and synchronises
+    nothing.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step)
+    return True
 
 
 def mphub_binary():

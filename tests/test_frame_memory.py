@@ -4,23 +4,12 @@ share one broker-wide budget."""
 
 import struct
 import threading
-import time
 from multiprocessing.connection import Client
 
-from conftest import KEY
+from conftest import KEY, wait_until
 from scenarios import barrier, subscribe
 
 MIB = 1 << 20
-
-
-def wait_for(condition, timeout=60):
-    """True once `condition()` holds (checked every 0.1 s), False after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def test_eight_idle_publishers_of_50_mib_each_leave_the_broker_at_its_idle_size(start_broker):
@@ -42,7 +31,7 @@ def test_eight_idle_publishers_of_50_mib_each_leave_the_broker_at_its_idle_size(
         s.join()
     # Everything delivered; the publishers stay connected, idle.
     assert barrier(sub) == []
-    assert wait_for(lambda: b.rss_kib() < start + 32 * 1024), (
+    assert wait_until(lambda: b.rss_kib() < start + 32 * 1024), (
         f"RSS {b.rss_kib() // 1024} MiB, {start // 1024} MiB before the burst"
     )
     for p in pubs:
@@ -85,7 +74,7 @@ def test_frames_that_never_finish_are_given_up_and_their_memory_freed(start_brok
         except (EOFError, ConnectionResetError):
             pass
     assert b.wait_for_log("a frame was not complete within", count=10)
-    assert wait_for(lambda: b.rss_kib() < start + 32 * 1024), f"RSS {b.rss_kib() // 1024} MiB"
+    assert wait_until(lambda: b.rss_kib() < start + 32 * 1024), f"RSS {b.rss_kib() // 1024} MiB"
     pub = Client(b.address, authkey=KEY)
     pub.send(("calm", "still here"))
     barrier(pub)
@@ -131,6 +120,6 @@ def test_subscriptions_cost_well_under_a_kilobyte_and_their_memory_returns_once_
     assert per_sub < 700, f"{per_sub:.0f} bytes per subscription"
     for c in clients:
         c.close()
-    assert wait_for(lambda: b.rss_kib() < before + 24 * 1024), (
+    assert wait_until(lambda: b.rss_kib() < before + 24 * 1024), (
         f"RSS {b.rss_kib() // 1024} MiB after every subscription closed, {before // 1024} MiB before"
     )

@@ -7,12 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from multiprocessing.connection import Client
 from pathlib import Path
 
 import pytest
-from conftest import KEY, ROOT, mphub_binary
+from conftest import KEY, ROOT, mphub_binary, wait_until
 from scenarios import barrier, subscribe
 
 HELPERS = ROOT / "tests" / "python"
@@ -43,15 +42,6 @@ def accept_queue(port):
         if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":  # 0A: LISTEN
             return int(fields[4].split(":")[1], 16)
     raise AssertionError(f"no listener on port {port}")
-
-
-def wait_until(condition, timeout):
-    end = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_a_burst_of_stock_clients_connecting_at_once_all_get_through_the_handshake(start_broker):
