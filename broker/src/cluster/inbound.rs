@@ -538,8 +538,14 @@ impl Receiver<'_> {
                 self.metrics.group_skips.inc();
                 continue;
             };
+            // Plain messages are known by their number (copies come through several
+            // subscriptions); a group's come through one.
+            let number = match audience {
+                Audience::Plain => origin(headers),
+                Audience::Group(_) | Audience::Everyone => None,
+            };
             if let Audience::Plain = audience {
-                let copy = match origin(headers) {
+                let copy = match number {
                     Some((node, seq)) => self.delivered.copy(node, seq),
                     None => !subs.first_plain(id, topic),
                 };
@@ -552,7 +558,7 @@ impl Receiver<'_> {
                 self.metrics.inbound_dropped(why);
                 continue;
             }
-            if let (Audience::Plain, Some((node, seq))) = (audience, origin(headers)) {
+            if let Some((node, seq)) = number {
                 // Only a valid message counts as delivered: garbage with a forged number
                 // silences nobody.
                 self.delivered.record(node, seq);

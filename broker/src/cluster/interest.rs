@@ -71,6 +71,9 @@ pub struct NatsInterest {
     /// (whose count is `inbound_retiring`).
     retiring: IntGauge,
     inbound_retiring: AtomicUsize,
+    /// Whether some group subscription is idle: read by the inbound task on every pass, so it
+    /// takes no lock.
+    any_idle: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -133,6 +136,7 @@ impl NatsInterest {
             live,
             retiring,
             inbound_retiring: AtomicUsize::new(0),
+            any_idle: AtomicBool::new(false),
         }
     }
 
@@ -143,7 +147,9 @@ impl NatsInterest {
         self.gauges(&st);
     }
 
+    /// Publishes `st`'s counts: the gauges, and whether anything is idle.
     fn gauges(&self, st: &State) {
+        self.any_idle.store(st.idle > 0, Ordering::Release);
         self.live.set(st.live as i64);
         let retiring = st.idle + self.inbound_retiring.load(Ordering::Relaxed);
         self.retiring.set(retiring as i64);
@@ -151,7 +157,7 @@ impl NatsInterest {
 
     /// Whether some group subscription is idle (see [`IDLE`]).
     pub fn has_idle(&self) -> bool {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).idle > 0
+        self.any_idle.load(Ordering::Acquire)
     }
 
     /// Retires the group subscriptions idle for [`IDLE`] by `now`.
@@ -291,6 +297,8 @@ impl NatsInterest {
                     st.idle += 1;
                     st.idled.push_back((now, k.clone()));
                     if st.idle == 1 {
+                        // Seen by the inbound task when the wake-up brings it round.
+                        self.any_idle.store(true, Ordering::Release);
                         let _ = self.inbound.send(Handoff::Wake);
                     }
                 } else {
