@@ -11,15 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::net::WriteHalf;
-use crate::outbox::{Closed, Outbox, Queued};
+use crate::outbox::{Closed, Outbox, Queued, Receiver};
 
-/// Frames taken from the queue per batch.
-const BATCH: usize = 256;
+/// A batch that held fewer frames than this keeps at most this much room afterwards: after a
+/// burst, the room goes back once traffic is light again.
+const KEEP: usize = 32;
 /// Slices per `writev` (Linux allows 1024).
 const IOV_MAX: usize = 512;
 /// How long a cut-off connection gets to take the rest of a frame already half written to it.
@@ -60,22 +60,23 @@ struct Cursor {
 /// early. `metrics` gets the queue-wait histogram (when `timing`) and every dropped message.
 pub async fn run(
     mut w: WriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Queued>,
+    mut rx: Receiver,
     outbox: Arc<Outbox>,
     finish: CancellationToken,
     metrics: Arc<Metrics>,
     timing: bool,
 ) -> Summary {
     let mut written = 0u64;
-    // Starts empty (an idle connection costs nothing here) and grows with bursts.
+    // Everything queued, taken at once. Starts empty (an idle connection costs nothing here)
+    // and grows with bursts; swapped with the queue's own vector each time.
     let mut batch: Vec<Queued> = Vec::new();
     let (ended, cursor) = loop {
-        // Cancel safety: `recv_many` and `cancelled` are cancel safe; `biased` drains the queue
+        // Cancel safety: `recv_all` and `cancelled` are cancel safe; `biased` drains the queue
         // before honouring `finish`, so a clean close flushes everything queued before it.
         let n = tokio::select! {
             biased;
             _ = outbox.kill.cancelled() => break (Ended::Killed, Cursor::default()),
-            n = rx.recv_many(&mut batch, BATCH) => n,
+            n = rx.recv_all(&mut batch) => n,
             _ = finish.cancelled() => break (Ended::Flushed, Cursor::default()),
         };
         if n == 0 {
@@ -101,9 +102,8 @@ pub async fn run(
             metrics.queue_wait.observe(q.waited().as_secs_f64());
         }
         batch.clear();
-        if n < BATCH / 8 {
-            // After a burst, give the room back once traffic is light again.
-            batch.shrink_to(BATCH / 8);
+        if n < KEEP {
+            batch.shrink_to(KEEP);
         }
     };
     let slow = matches!(ended, Ended::Killed) && outbox.closed_why().slow();
@@ -122,7 +122,7 @@ pub async fn run(
     for q in batch.drain(..).skip(skip) {
         discarded.add(&q);
     }
-    while let Ok(q) = rx.try_recv() {
+    for q in rx.take() {
         discarded.add(&q);
     }
     // The half-written frame: finish it for a peer cut off as slow (it may read again soon;

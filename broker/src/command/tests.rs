@@ -8,7 +8,6 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use mphub_protocol::envelope::{Interest, Token};
 use mphub_protocol::{frame, name, reply, Frame};
-use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
 use super::{Flow, Services, Session};
@@ -16,7 +15,7 @@ use crate::config::{Config, ListenAddr, SlowConsumer};
 use crate::connections::Entry;
 use crate::index::Index;
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, Queued};
+use crate::outbox::{Outbox, Receiver};
 use crate::route::Router;
 use crate::topics::Topics;
 use crate::worker_metrics;
@@ -88,7 +87,7 @@ impl World {
     }
 
     /// A connection: its introspection entry and what its writer would read.
-    fn connect(&self, id: u64) -> (Arc<Entry>, UnboundedReceiver<Queued>) {
+    fn connect(&self, id: u64) -> (Arc<Entry>, Receiver) {
         let (outbox, rx) = Outbox::new(id, 1 << 20, SlowConsumer::Drop, CancellationToken::new());
         let user = self
             .config
@@ -107,12 +106,8 @@ impl World {
 }
 
 /// Every frame queued so far, as bytes.
-fn drain(rx: &mut UnboundedReceiver<Queued>) -> Vec<Bytes> {
-    let mut out = Vec::new();
-    while let Ok(q) = rx.try_recv() {
-        out.push(q.frame);
-    }
-    out
+fn drain(rx: &mut Receiver) -> Vec<Bytes> {
+    rx.take().into_iter().map(|q| q.frame).collect()
 }
 
 fn sub(pattern: &str) -> Interest<'_> {

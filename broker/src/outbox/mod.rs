@@ -1,8 +1,8 @@
 //! A connection's outbox: the handle publishers (and the broker's own replies) use to queue
 //! frames for it, which its writer (`writer.rs`) drains.
 //!
-//! The queue is a tokio unbounded channel guarded by a byte count of everything queued, the
-//! broker's replies included. Two kinds of frame go in, under two rules:
+//! The queue (`queue.rs`) is a vector the writer swaps out whole, guarded by a byte count of
+//! everything queued, the broker's replies included. Two kinds of frame go in, under two rules:
 //! - **Messages** (publishes routed here) go in only while the bytes queued stay within the
 //!   outbound limit, or when the queue is empty (so any frame within the frame limit can be
 //!   delivered). Past the limit the slow-consumer policy applies. A publisher never waits.
@@ -25,12 +25,16 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use mphub_protocol::topic::matches;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use tracing::warn;
 
 use crate::config::SlowConsumer;
+
+mod queue;
+
+pub use queue::Receiver;
 
 /// A queued frame: its bytes, when it was queued (for the queue-wait histogram), and whether it
 /// is one of the broker's replies rather than a message.
@@ -39,14 +43,22 @@ pub struct Queued {
     /// The whole frame, header included.
     pub frame: Bytes,
     /// When it was queued, in nanoseconds since [`epoch`]: 8 bytes where an `Instant` takes 16,
-    /// so a queued frame stays 48 bytes (the channel allocates them 32 at a time, and every
-    /// connection holds one such block even when idle).
+    /// so a queued frame stays 48 bytes (a busy queue holds thousands).
     at: u64,
     /// A reply (`$ok`, `$pong`, `$error`), not a routed message.
     pub reply: bool,
 }
 
 impl Queued {
+    /// A routed message, routed at `at`.
+    pub fn message(frame: Bytes, at: Stamp) -> Queued {
+        Queued {
+            frame,
+            at: at.0,
+            reply: false,
+        }
+    }
+
     /// How long it has been queued.
     pub fn waited(&self) -> Duration {
         Duration::from_nanos(Stamp::of(Instant::now()).0.saturating_sub(self.at))
@@ -126,7 +138,7 @@ pub const STALL_PATIENCE: Duration = Duration::from_secs(10);
 pub struct Outbox {
     /// Connection id, unique for the broker's life.
     pub id: u64,
-    tx: mpsc::UnboundedSender<Queued>,
+    tx: queue::Sender,
     queued: AtomicU64,
     /// Replies queued and not yet written.
     replies: AtomicU64,
@@ -167,8 +179,8 @@ impl Outbox {
         limit: u64,
         policy: SlowConsumer,
         kill: CancellationToken,
-    ) -> (Outbox, mpsc::UnboundedReceiver<Queued>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    ) -> (Outbox, Receiver) {
+        let (tx, rx) = queue::queue();
         (
             Outbox {
                 id,
@@ -252,12 +264,7 @@ impl Outbox {
                 }
             };
         }
-        let queued = Queued {
-            frame: frame.clone(),
-            at: at.0,
-            reply: false,
-        };
-        if self.tx.send(queued).is_err() {
+        if self.tx.send(Queued::message(frame.clone(), at)).is_err() {
             self.queued.fetch_sub(len, Ordering::AcqRel);
             return self.refused();
         }
@@ -396,7 +403,7 @@ impl Outbox {
 mod tests {
     use super::*;
 
-    fn outbox(limit: u64, policy: SlowConsumer) -> (Outbox, mpsc::UnboundedReceiver<Queued>) {
+    fn outbox(limit: u64, policy: SlowConsumer) -> (Outbox, Receiver) {
         Outbox::new(1, limit, policy, CancellationToken::new())
     }
 
