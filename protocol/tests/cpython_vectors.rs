@@ -154,6 +154,34 @@ fn every_cpython_pickle_classifies_as_what_it_is() {
     assert!(checked > 900, "only {checked} vectors");
 }
 
+/// The common-publish shortcut changes no answer: every vector body (pickles, `$metrics`
+/// batches, policy cases) classifies the same with it and without it, with and without a policy.
+#[test]
+fn every_cpython_vector_classifies_the_same_without_the_shortcut() {
+    let mut fast = Scanner::default();
+    let mut slow = Scanner::default().without_shortcut();
+    let mut checked = 0;
+    for (file, doc) in vector_files() {
+        for section in ["pickles", "metrics", "policy"] {
+            for v in doc[section].as_array().unwrap() {
+                let name = format!("{file}: {section} {}", v["name"].as_str().unwrap());
+                let body = hex(&v["hex"]);
+                assert_eq!(fast.classify(&body), slow.classify(&body), "{name}");
+                let imports = v.get("imports").map(strings).unwrap_or_default();
+                for policy in [policy_of([]), policy_of(imports.iter().map(String::as_str))] {
+                    assert_eq!(
+                        fast.classify_with(&body, &policy),
+                        slow.classify_with(&body, &policy),
+                        "{name}"
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 1000, "only {checked} vectors");
+}
+
 /// A number as the vectors write it (Python's `repr(float)`), compared bit for bit.
 fn bits(v: &Value) -> u64 {
     v.as_str().unwrap().parse::<f64>().unwrap().to_bits()

@@ -8,6 +8,11 @@
 //! (after the protocol-2 mapping, `Policy::judge`), every STACK_GLOBAL consumed two strings,
 //! every OBJ instantiated an imported global, and there is no EXT1/2/4, PERSID or BINPERSID.
 //!
+//! The common-publish shortcut (`envelope/fast.rs`) changes no answer: `classify` and
+//! `classify_with` return the same with it and without it (`Scanner::without_shortcut`), for
+//! the input itself and for the input made the payload of the common publish shape, with a topic
+//! taken from its first bytes.
+//!
 //! The `$metrics` decoder never panics, holds at most its entry limit, and agrees with the
 //! scanner: what it decodes, the scanner classifies as `$metrics` without code, and what the
 //! scanner says imports or calls, it never decodes.
@@ -35,7 +40,41 @@ fn policies() -> &'static [Policy] {
     })
 }
 
+/// `data` as `PROTO 4, FRAME, SHORT_BINUNICODE topic, MEMOIZE, payload, TUPLE2, MEMOIZE, STOP`:
+/// the first byte says how many of the following bytes are the topic (at most 31).
+fn shaped(data: &[u8]) -> Vec<u8> {
+    let Some((&n, rest)) = data.split_first() else {
+        return Vec::new();
+    };
+    let (topic, payload) = rest.split_at(usize::from(n % 32).min(rest.len()));
+    let mut body = vec![0x80, 4, 0x95];
+    body.extend_from_slice(&((topic.len() + payload.len() + 6) as u64).to_le_bytes());
+    body.extend_from_slice(&[0x8c, topic.len() as u8]);
+    body.extend_from_slice(topic);
+    body.push(0x94);
+    body.extend_from_slice(payload);
+    body.extend_from_slice(b"\x86\x94.");
+    body
+}
+
+/// The shortcut and the general walk agree on `body`.
+fn same_without_shortcut(body: &[u8]) {
+    for limit in [3, 1 << 16] {
+        let mut fast = Scanner::with_limit(limit);
+        let mut slow = Scanner::with_limit(limit).without_shortcut();
+        assert_eq!(fast.classify(body), slow.classify(body));
+        for policy in policies() {
+            assert_eq!(
+                fast.classify_with(body, policy),
+                slow.classify_with(body, policy)
+            );
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
+    same_without_shortcut(data);
+    same_without_shortcut(&shaped(data));
     let mut scanner = Scanner::with_limit(1 << 16);
     let envelope = scanner.classify(data);
     match &envelope {

@@ -15,6 +15,7 @@
 //! opcode that imports or calls.
 
 mod compat_names;
+mod fast;
 pub(crate) mod opcodes;
 pub(crate) mod plain;
 mod policy;
@@ -153,10 +154,28 @@ impl Scanner {
     }
 
     fn classify_judged<'a, J: Imports>(&mut self, body: &'a [u8], judge: J) -> Envelope<'a> {
-        let scanned = match self.walk(body, judge) {
+        let shape = if self.shortcut {
+            fast::recognise(body)
+        } else {
+            None
+        };
+        let walked = match &shape {
+            Some(shape) => self.walk_publish(body, shape, judge),
+            None => self.walk(body, judge),
+        };
+        let scanned = match walked {
             Ok(s) => s,
             Err(reason) => return Envelope::Invalid(reason),
         };
+        // A pair whose first item is the recognised topic's string is a publish to it: the topic
+        // was checked as `envelope` would check it (see `fast`).
+        if let (Some(shape), Val::Pair(i)) = (&shape, scanned.value) {
+            if self.pairs[i as usize].0 == shape.topic_val() {
+                return Envelope::Publish {
+                    topic: Cow::Borrowed(shape.topic),
+                };
+            }
+        }
         match self.envelope(body, scanned.value, scanned.has_code) {
             Ok(e) => e,
             Err(reason) => Envelope::Invalid(reason),

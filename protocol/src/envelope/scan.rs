@@ -6,6 +6,7 @@
 //! check. Only what the envelope can need is kept: short strings and bytes as spans of the body,
 //! ints, `None`, bools, and 2-tuples of those; everything else is an opaque [`Kind`].
 
+use super::fast::Shape;
 use super::opcodes::*;
 use super::policy::{Imports, Refusal, Unjudged};
 use super::text;
@@ -35,6 +36,9 @@ pub struct Scanner {
     /// The first import the last judged walk refused (see `policy`); only ever set there. Kept
     /// here rather than in `Scanned`: a larger `Scanned` slowed every `classify` by ~15%.
     pub(crate) refused: Option<Refusal>,
+    /// Whether `classify` may start after a recognised publish head (`fast`); off only to test
+    /// the shortcut against the general walk.
+    pub(crate) shortcut: bool,
 }
 
 impl Default for Scanner {
@@ -130,7 +134,17 @@ impl Scanner {
             pairs: Vec::new(),
             limit,
             refused: None,
+            shortcut: true,
         }
+    }
+
+    /// This scanner with the common-publish shortcut (`fast.rs`) turned off, so that every frame
+    /// takes the general walk. Results are the same either way; this exists so that tests and
+    /// fuzz targets can check exactly that.
+    #[doc(hidden)]
+    pub fn without_shortcut(mut self) -> Self {
+        self.shortcut = false;
+        self
     }
 
     fn reset(&mut self) {
@@ -267,17 +281,66 @@ impl Scanner {
 
     /// [`Scanner::scan`], telling `judge` about every import; a refusal is left in
     /// `self.refused`. Generic so that the unjudged walk compiles to no policy work at all.
-    pub(crate) fn walk<J: Imports>(
+    pub(crate) fn walk<J: Imports>(&mut self, body: &[u8], judge: J) -> Result<Scanned, ScanError> {
+        self.reset();
+        self.walk_from(body, 0, 0, usize::MAX, judge)
+    }
+
+    /// The walk of a body [`super::fast::recognise`] took for a publish, started after its
+    /// topic's MEMOIZE with the state the head leaves: protocol `shape.proto`, the topic on the
+    /// stack and in memo entry 0 (`pickletools`: SHORT_BINUNICODE pushes, MEMOIZE stores the top
+    /// at the next index). Returns what [`Scanner::walk`] returns for the same body.
+    pub(super) fn walk_publish<J: Imports>(
         &mut self,
         body: &[u8],
+        shape: &Shape<'_>,
+        judge: J,
+    ) -> Result<Scanned, ScanError> {
+        // Below 2, the head itself is too complex (one stack item plus one memo entry).
+        if self.limit < 2 {
+            return self.walk(body, judge);
+        }
+        self.reset();
+        let topic = shape.topic_val();
+        self.stack.push(topic);
+        self.memo.push(Some(topic));
+        self.memo_count = 1;
+        self.walk_from(body, shape.payload, shape.proto, shape.tail, judge)
+    }
+
+    /// Whether TUPLE2, MEMOIZE, STOP run now would certainly succeed and return the pair of the
+    /// two stack items: no mark to fence them, and room for the pair and its memo entry under
+    /// the limit (`tuple` and `memo_put` check `stack + memo <= limit`). With two items on the
+    /// stack the checks on the way already imply that room; it is tested anyway, for one compare.
+    fn tail_is_certain(&self) -> bool {
+        self.marks.is_empty() && self.stack.len() == 2 && self.memo_count + 2 <= self.limit
+    }
+
+    /// The opcode loop from offset `pos`, with the Unpickler's `proto` so far. At offset `tail`
+    /// (a [`super::fast::TAIL`] the caller has seen there), when [`Scanner::tail_is_certain`],
+    /// it returns what those three opcodes would without running them.
+    fn walk_from<J: Imports>(
+        &mut self,
+        body: &[u8],
+        pos: usize,
+        // The Unpickler's `proto`: 0 until a PROTO opcode; `find_class` maps names below 3.
+        mut proto: u8,
+        tail: usize,
         mut judge: J,
     ) -> Result<Scanned, ScanError> {
-        self.reset();
         let mut has_code = false;
-        // The Unpickler's `proto`: 0 until a PROTO opcode; `find_class` maps names below 3.
-        let mut proto = 0;
-        let mut c = Cursor { body, pos: 0 };
+        let mut c = Cursor { body, pos };
         loop {
+            if c.pos == tail && self.tail_is_certain() {
+                if let [a, b] = self.stack[..] {
+                    self.pairs.push((a, b));
+                    if let Some(refused) = judge.into_refusal() {
+                        self.refused = Some(refused);
+                    }
+                    let value = Val::Pair((self.pairs.len() - 1) as u32);
+                    return Ok(Scanned { value, has_code });
+                }
+            }
             let Some(&op) = body.get(c.pos) else {
                 return Err("pickle ends before its STOP opcode".into());
             };
