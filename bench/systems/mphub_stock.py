@@ -12,11 +12,12 @@ NAME, LABEL = "mphub-stock", "mphub + stock Client"
 KEY = b"bench-key"
 
 
-def start(_port=None, *extra):
-    """An mphub broker on a free port; `extra` flags are added (bench/cluster.py: --cluster)."""
+def start(_port=None, *extra, listen="127.0.0.1:0"):
+    """An mphub broker on `listen` (a free TCP port unless told, or `unix:/path`); `extra` flags
+    are added (bench/cluster.py: --cluster)."""
     binary = os.environ.get("MPHUB_BIN", str(ROOT / "target/release/mphub"))
     env = {**os.environ, "MPHUB_AUTHKEY": KEY.decode()}
-    p = subprocess.Popen([binary, "--listen", "127.0.0.1:0", "--metrics", "off", "--outbound-limit", "2GiB",
+    p = subprocess.Popen([binary, "--listen", listen, "--metrics", "off", "--outbound-limit", "2GiB",
                           "--log-level", "warn,mphub_broker=info", *extra], stderr=subprocess.PIPE, text=True, env=env)
     for line in p.stderr:
         m = re.search(r"mphub listening on (\S+)", line)
@@ -28,6 +29,9 @@ def start(_port=None, *extra):
 
 
 def _addr(server):
+    """What the stock `Client` takes: a path (AF_UNIX) or a (host, port) pair."""
+    if server.addr.startswith("unix:"):
+        return server.addr.removeprefix("unix:")
     host, port = server.addr.rsplit(":", 1)
     return host, int(port)
 
