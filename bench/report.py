@@ -68,7 +68,10 @@ def broker_level():
         "frames written in 64 KiB batches, subscribers counting frames by their headers, each "
         "server given 1 GiB of queue per subscriber so nothing is cut off, a fresh server per "
         "measurement, runs interleaved. No client library is measured: these are the brokers' "
-        "own ratios. CPU is the server's utime + stime per delivered message.",
+        "own ratios. CPU is the server's utime + stime per delivered message. A further mphub "
+        "column, when there is one, is another mphub binary measured in the same runs "
+        "(`make loadgen-compare ARGS=\"--baseline before=BIN\"`); docs/performance.md says "
+        "which build it was.",
         "",
         saved.read_text().strip(),
         "",
