@@ -17,9 +17,8 @@ use crate::metrics::Metrics;
 use crate::net::WriteHalf;
 use crate::outbox::{Closed, Outbox, Queued, Receiver};
 
-/// A batch that held fewer frames than this keeps at most this much room afterwards: after a
-/// burst, the room goes back once traffic is light again.
-const KEEP: usize = 32;
+/// Room for this many frames is always kept in the batch (1.5 KiB), however small the batches.
+const KEEP: usize = crate::outbox::KEEP;
 /// Slices per `writev` (Linux allows 1024).
 const IOV_MAX: usize = 512;
 /// How long a cut-off connection gets to take the rest of a frame already half written to it.
@@ -102,9 +101,9 @@ pub async fn run(
             metrics.queue_wait.observe(q.waited().as_secs_f64());
         }
         batch.clear();
-        if n < KEEP {
-            batch.shrink_to(KEEP);
-        }
+        // Room for twice this batch at most: after a burst, the room goes back as soon as
+        // batches are smaller again (and all of it once the queue runs empty: `recv_all`).
+        batch.shrink_to(n.saturating_mul(2).max(KEEP));
     };
     let slow = matches!(ended, Ended::Killed) && outbox.closed_why().slow();
     // A batch interrupted by a kill or a failed write: the frames before the cursor went out.
@@ -126,8 +125,8 @@ pub async fn run(
         discarded.add(&q);
     }
     // The half-written frame: finish it for a peer cut off as slow (it may read again soon;
-    // nothing else is held meanwhile), or count it lost too.
-    let mut unfinished_lost = false;
+    // nothing else is held meanwhile), or count it lost too. Its bytes and its reply are given
+    // back here, whatever happens (the bytes before the cursor already were, as written).
     if let Some(q) = &unfinished {
         let rest = &q.frame[cursor.offset..];
         let done = slow
@@ -136,16 +135,11 @@ pub async fn run(
                 .is_ok_and(|r| r.is_ok());
         if done {
             written += 1;
-        } else {
-            unfinished_lost = true;
+        } else if !q.reply {
+            discarded.messages += 1;
         }
-        outbox.written((q.frame.len() - cursor.offset) as u64);
+        outbox.written(rest.len() as u64);
         outbox.replies_done(u64::from(q.reply));
-    }
-    if unfinished_lost {
-        if let Some(q) = &unfinished {
-            discarded.add(q);
-        }
     }
     outbox.written(discarded.bytes);
     outbox.replies_done(discarded.replies);

@@ -34,7 +34,7 @@ use crate::config::SlowConsumer;
 
 mod queue;
 
-pub use queue::Receiver;
+pub use queue::{Receiver, KEEP};
 
 /// A queued frame: its bytes, when it was queued (for the queue-wait histogram), and whether it
 /// is one of the broker's replies rather than a message.

@@ -32,7 +32,8 @@ pub(super) const TAIL: [u8; 3] = [TUPLE2, MEMOIZE, STOP];
 pub(super) struct Shape<'a> {
     /// The pickle's protocol (PROTO's argument: 4 or 5).
     pub(super) proto: u8,
-    /// The topic, already checked by [`topic::validate_topic`] and not a `$` topic.
+    /// The topic, already checked by [`plain_ascii_topic`] (stricter than
+    /// [`topic::validate_topic`]), so not a `$` topic.
     pub(super) topic: &'a str,
     /// Where the topic's bytes lie in the body.
     pub(super) span: Span,
