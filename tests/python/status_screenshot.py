@@ -83,14 +83,16 @@ def main(out):
                 if i % 20 == 0:
                     shop.request("orders.price", {"sku": i}, timeout=5)
                 i += 1
-                time.sleep(0.0005)
+                time.sleep(0.0005)  # paces the traffic so the page shows steady rates; syncs nothing
 
         threading.Thread(target=traffic, daemon=True).start()
         with tempfile.TemporaryDirectory() as profile, Browser(profile, width=1360, height=1000) as browser:
             page = browser.open(http + "/")
             page.wait_for_text(["audit-archiver", "of the outbound limit"], selector="#warnings", timeout=60)
             page.wait_for("document.querySelectorAll('#topics tbody tr').length >= 5", timeout=30)
-            time.sleep(2.5)  # let two updates pass, so that every rate is shown
+            # Rates need two updates: wait until the page shows them instead of a dash.
+            page.wait_for("!['t-in', 't-out'].some((id) => document.getElementById(id).textContent === '\\u2013')",
+                          timeout=30)
             page.screenshot(out)
         print(f"wrote {out}")
         audit.close()
