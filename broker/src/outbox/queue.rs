@@ -108,10 +108,11 @@ impl Receiver {
                 if state.closed {
                     return 0;
                 }
-                // Nothing queued: give back the room a burst left in either vector.
+                // Nothing queued: give back the room a burst left in either vector (the
+                // writer's own outside the lock).
                 state.frames.shrink_to(KEEP);
-                into.shrink_to(KEEP);
             }
+            into.shrink_to(KEEP);
             self.0.ready.notified().await;
         }
     }
