@@ -15,10 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::net::WriteHalf;
-use crate::outbox::{Closed, Outbox, Queued, Receiver};
+use crate::outbox::{Closed, Outbox, Queued, Receiver, KEEP};
 
-/// Room for this many frames is always kept in the batch (1.5 KiB), however small the batches.
-const KEEP: usize = crate::outbox::KEEP;
 /// Slices per `writev` (Linux allows 1024).
 const IOV_MAX: usize = 512;
 /// How long a cut-off connection gets to take the rest of a frame already half written to it.
@@ -101,8 +99,9 @@ pub async fn run(
             metrics.queue_wait.observe(q.waited().as_secs_f64());
         }
         batch.clear();
-        // Room for twice this batch at most: after a burst, the room goes back as soon as
-        // batches are smaller again (and all of it once the queue runs empty: `recv_all`).
+        // Room for twice this batch at most (never less than `KEEP` frames): after a burst, the
+        // room goes back as soon as batches are smaller again (and all of it past `KEEP` once
+        // the queue runs empty: `recv_all`).
         batch.shrink_to(n.saturating_mul(2).max(KEEP));
     };
     let slow = matches!(ended, Ended::Killed) && outbox.closed_why().slow();
