@@ -2,7 +2,9 @@
 //! scanner must jump over, not read; then the same small publish and a `datetime` publish
 //! judged under a `payloads = "data"` policy (`classify_with`).
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
 use mphub_protocol::{Envelope, Policy, Scanner};
 
 // ("sensors.temp", {"i": 1, "v": 21.5}) as Connection.send writes it (protocol 4).

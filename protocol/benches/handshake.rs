@@ -4,7 +4,9 @@
 //! (a right answer's worst case) and with a key outside it (a wrong answer, always a full scan).
 //! A whole one-key handshake (both sides, in memory) is the baseline.
 
-use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use mphub_protocol::handshake::{respond, Challenge, Digest, Handshake, KeyRing, CHALLENGE};
 
 const SIZES: [usize; 3] = [1, 100, 5_000];

@@ -4,9 +4,10 @@
 //! `value_from_slice` on the stock batch: the first half of what the broker did before (it then
 //! copied every string into owned maps), and all it could do, since it refuses the shared one.
 
+use std::hint::black_box;
 use std::path::PathBuf;
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mphub_protocol::metrics::Batch;
 
 fn vector(name: &str) -> Vec<u8> {
