@@ -18,9 +18,14 @@
 //! shared machine lands on all of them. Every server gets a fresh process per measurement and
 //! 1 GiB of queue per subscriber, so no run measures drops. CPU is the server's utime + stime
 //! from `/proc/PID/stat` over the delivery (not the set-up), per delivered message.
+//!
+//! Latency is also measured through a plain relay (`relay.rs`: this binary again, copying the
+//! publisher's bytes to the subscriber), in the same rotation: the floor this machine's loopback
+//! and wake-ups set before any broker work. A second table gives it and what each server adds.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod relay;
 mod report;
 mod servers;
 mod users;
@@ -119,6 +124,11 @@ fn throughput(name: &str, pubs: usize, subs: usize, size: usize, per_pub: u64, s
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let has = |f: &str| args.iter().any(|a| a == f);
+    if has("--relay") {
+        // Started by `Server::start` for the latency floor, not by hand.
+        relay::main();
+        return;
+    }
     let quick = has("--quick");
     let opts = Opts {
         quick,
@@ -215,31 +225,79 @@ fn main() {
     run_all(&targets, &works, &opts, metrics);
 }
 
-/// Measures every work on every target, `runs` times interleaved; prints the table.
+/// Measures every work on every target, `runs` times interleaved; prints the table. Latency is
+/// also measured through a plain relay (the floor: no broker at all) in the same rotation.
 fn run_all(targets: &[Target], works: &[Work], opts: &Opts, metrics: bool) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    // samples[work][target]
+    let relay = Target::relay();
+    // samples[work][target]; floor[work]: the relay's, for latency works only.
     let mut samples = vec![vec![Vec::<Sample>::new(); targets.len()]; works.len()];
+    let mut floor = vec![Vec::<Sample>::new(); works.len()];
     for run in 0..opts.runs {
         for (w, work) in works.iter().enumerate() {
-            for k in 0..targets.len() {
-                let t = (k + run) % targets.len();
-                let s = measure(&rt, &targets[t], work, opts, run);
+            let n = targets.len() + usize::from(matches!(work, Work::Latency { .. }));
+            for k in 0..n {
+                let t = (k + run) % n;
+                let target = targets.get(t).unwrap_or(&relay);
+                let s = measure(&rt, target, work, opts, run);
                 eprintln!(
                     "run {} {} {}: {}",
                     run + 1,
                     work.name(),
-                    targets[t].label,
+                    target.label,
                     describe(work, &s)
                 );
-                samples[w][t].push(s);
+                match samples[w].get_mut(t) {
+                    Some(v) => v.push(s),
+                    None => floor[w].push(s),
+                }
             }
         }
     }
     print_table(targets, works, &samples, metrics);
+    print_floor(targets, works, &samples, &floor);
+}
+
+/// The latency floor and what each server adds to it (median against median).
+fn print_floor(
+    targets: &[Target],
+    works: &[Work],
+    samples: &[Vec<Vec<Sample>>],
+    floor: &[Vec<Sample>],
+) {
+    for (w, work) in works.iter().enumerate() {
+        if floor[w].is_empty() {
+            continue;
+        }
+        let median = |v: &[Sample], i: usize| stats(v.iter().map(|s| s.lat[i]).collect()).0;
+        println!();
+        println!(
+            "| {}: the floor, and what each server adds | p50 µs | p99 µs | p99.9 µs |",
+            work.name()
+        );
+        println!("|---|---|---|---|");
+        let mut line = String::from("| plain relay (no broker: one process copying bytes) |");
+        for i in 0..3 {
+            let v: Vec<f64> = floor[w].iter().map(|s| s.lat[i]).collect();
+            line += &format!(" {} |", cell(&v, 0));
+        }
+        println!("{line}");
+        for (t, target) in targets.iter().enumerate() {
+            let mut line = format!("| {} over the relay |", target.label);
+            for i in 0..3 {
+                let added = median(&samples[w][t], i) - median(&floor[w], i);
+                line += &format!(
+                    " {}{} |",
+                    if added >= 0.0 { "+" } else { "" },
+                    num(added, 0)
+                );
+            }
+            println!("{line}");
+        }
+    }
 }
 
 fn describe(work: &Work, s: &Sample) -> String {
@@ -380,5 +438,4 @@ fn print_table(targets: &[Target], works: &[Work], samples: &[Vec<Vec<Sample>>],
             );
         }
     }
-    let _ = stats;
 }

@@ -23,6 +23,8 @@ pub enum Launch {
     },
     /// `nats-server` with a generated config file.
     Nats,
+    /// This load generator again as a plain byte relay (`relay.rs`): the latency floor.
+    Relay,
 }
 
 /// A server as the tables name it.
@@ -55,9 +57,18 @@ impl Target {
         }
     }
 
+    /// The latency floor: no broker, only a process copying bytes (`relay.rs`).
+    pub fn relay() -> Target {
+        Target {
+            label: "plain relay".into(),
+            launch: Launch::Relay,
+            keys: None,
+        }
+    }
+
     pub fn proto(&self) -> Proto {
         match self.launch {
-            Launch::Mphub { .. } => Proto::Mphub,
+            Launch::Mphub { .. } | Launch::Relay => Proto::Mphub,
             Launch::Nats => Proto::Nats,
         }
     }
@@ -169,6 +180,15 @@ impl Server {
                     .spawn()
                     .unwrap_or_else(|e| panic!("cannot run nats-server: {e}"));
                 (child, "Listening for client connections on ")
+            }
+            Launch::Relay => {
+                let child = Command::new(std::env::current_exe().unwrap())
+                    .arg("--relay")
+                    .stderr(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("cannot run the relay: {e}"));
+                (child, crate::relay::LISTENING)
             }
         };
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
