@@ -55,6 +55,7 @@ impl Shape<'_> {
 /// bytes of printable ASCII other than space, `*` and `>`, in 1 to [`topic::MAX_TOKENS`]
 /// non-empty `.`-separated tokens, not starting with `$`. Stricter than `validate_topic` (no
 /// control characters, no non-ASCII text): what this refuses, the general way judges.
+#[inline]
 fn plain_ascii_topic(bytes: &[u8]) -> bool {
     let (Some(&first), 1..=topic::MAX_LEN) = (bytes.first(), bytes.len()) else {
         return false;
@@ -96,6 +97,9 @@ const CLASS: [u8; 256] = {
 /// walk: a protocol CPython knows that has FRAME (4 or 5), a FRAME length within the body, and
 /// the topic's bytes within the body. The topic must also pass [`plain_ascii_topic`], so that a
 /// pair holding it is certainly a publish to it.
+// Inlined (with `plain_ascii_topic`) into its caller, `classify_judged`: as two calls, the
+// criterion bench read 126 ns against 102 ns (medians of 8 interleaved runs, 2026-12-01).
+#[inline]
 pub(super) fn recognise(body: &[u8]) -> Option<Shape<'_>> {
     let (head, rest) = body.split_first_chunk::<HEAD>()?;
     let [PROTO, proto @ (4 | 5), FRAME, f0, f1, f2, f3, f4, f5, f6, f7, SHORT_BINUNICODE, n] =
