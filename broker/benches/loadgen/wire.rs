@@ -21,22 +21,15 @@ pub enum Proto {
     Nats,
 }
 
-/// Bytes a protocol-4 pickle of `(topic, bytes)` puts after the payload: TUPLE2, STOP.
-const PICKLE_TAIL: usize = 2;
+/// Bytes CPython's pickle of `(topic, bytes)` puts after the payload: MEMOIZE, TUPLE2,
+/// MEMOIZE, STOP.
+const PICKLE_TAIL: usize = 4;
 
 impl Proto {
     /// One publish of `payload` to `topic`, encoded whole.
     pub fn publish(self, topic: &str, payload: &[u8]) -> Vec<u8> {
         match self {
-            Proto::Mphub => {
-                let mut body = vec![0x80, 4, 0x8c, topic.len() as u8];
-                body.extend_from_slice(topic.as_bytes());
-                body.push(b'B');
-                body.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-                body.extend_from_slice(payload);
-                body.extend_from_slice(&[0x86, b'.']);
-                frame::encode(&body).to_vec()
-            }
+            Proto::Mphub => pickled_pair(topic, Second::Bytes(payload)),
             Proto::Nats => {
                 let mut out = format!("PUB {topic} {}\r\n", payload.len()).into_bytes();
                 out.extend_from_slice(payload);
@@ -73,14 +66,49 @@ impl Proto {
     }
 }
 
-/// `(op, arg)` pickled (protocol 4), framed.
+/// `(op, arg)` as `Connection.send` writes it, framed.
 fn control(op: &str, arg: &str) -> Vec<u8> {
-    let mut body = vec![0x80, 4, 0x8c, op.len() as u8];
-    body.extend_from_slice(op.as_bytes());
-    body.push(0x8c);
-    body.push(arg.len() as u8);
-    body.extend_from_slice(arg.as_bytes());
-    body.extend_from_slice(&[0x86, b'.']);
+    pickled_pair(op, Second::Str(arg))
+}
+
+/// The second item of a pickled pair.
+enum Second<'a> {
+    Str(&'a str),
+    Bytes(&'a [u8]),
+}
+
+/// `(first, second)` pickled byte for byte as `Connection.send` does at protocol 4 (CPython's
+/// `_pickle.c`; `pickletools.dis` of `pickle.dumps(("t", b"x"), 4)` shows it), then framed:
+/// PROTO 4, FRAME <u64 length of the rest>, SHORT_BINUNICODE first, MEMOIZE, the second item
+/// (SHORT_BINUNICODE, or SHORT_BINBYTES / BINBYTES), MEMOIZE, TUPLE2, MEMOIZE, STOP. Strings
+/// under 256 bytes and bytes under 64 KiB only (longer ones take other opcodes, or stand
+/// outside the FRAME).
+fn pickled_pair(first: &str, second: Second<'_>) -> Vec<u8> {
+    assert!(first.len() < 256);
+    let mut framed = vec![0x8c, first.len() as u8];
+    framed.extend_from_slice(first.as_bytes());
+    framed.push(0x94);
+    match second {
+        Second::Str(s) => {
+            assert!(s.len() < 256);
+            framed.extend_from_slice(&[0x8c, s.len() as u8]);
+            framed.extend_from_slice(s.as_bytes());
+        }
+        Second::Bytes(b) if b.len() < 256 => {
+            framed.extend_from_slice(&[b'C', b.len() as u8]);
+            framed.extend_from_slice(b);
+        }
+        Second::Bytes(b) => {
+            assert!(b.len() < 1 << 16);
+            framed.push(b'B');
+            framed.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            framed.extend_from_slice(b);
+        }
+    }
+    framed.extend_from_slice(&[0x94, 0x86, 0x94, b'.']);
+    let mut body = vec![0x80, 4, 0x95];
+    body.extend_from_slice(&(framed.len() as u64).to_le_bytes());
+    body.extend_from_slice(&framed);
     frame::encode(&body).to_vec()
 }
 
