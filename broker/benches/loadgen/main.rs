@@ -129,6 +129,7 @@ fn main() {
         relay::main();
         return;
     }
+    wire::check_against_cpython();
     let quick = has("--quick");
     let opts = Opts {
         quick,
@@ -241,7 +242,9 @@ fn run_all(targets: &[Target], works: &[Work], opts: &Opts, metrics: bool) {
             let n = targets.len() + usize::from(matches!(work, Work::Latency { .. }));
             for k in 0..n {
                 let t = (k + run) % n;
-                let target = targets.get(t).unwrap_or(&relay);
+                // One past the targets: the relay (latency works only).
+                let is_floor = t == targets.len();
+                let target = if is_floor { &relay } else { &targets[t] };
                 let s = measure(&rt, target, work, opts, run);
                 eprintln!(
                     "run {} {} {}: {}",
@@ -250,9 +253,10 @@ fn run_all(targets: &[Target], works: &[Work], opts: &Opts, metrics: bool) {
                     target.label,
                     describe(work, &s)
                 );
-                match samples[w].get_mut(t) {
-                    Some(v) => v.push(s),
-                    None => floor[w].push(s),
+                if is_floor {
+                    floor[w].push(s);
+                } else {
+                    samples[w][t].push(s);
                 }
             }
         }
@@ -288,12 +292,10 @@ fn print_floor(
         for (t, target) in targets.iter().enumerate() {
             let mut line = format!("| {} over the relay |", target.label);
             for i in 0..3 {
-                let added = median(&samples[w][t], i) - median(&floor[w], i);
-                line += &format!(
-                    " {}{} |",
-                    if added >= 0.0 { "+" } else { "" },
-                    num(added, 0)
-                );
+                // Rounded first (and -0 made 0), so that no cell reads `-0` or `+-0`.
+                let added = (median(&samples[w][t], i) - median(&floor[w], i)).round() + 0.0;
+                let sign = if added > 0.0 { "+" } else { "" };
+                line += &format!(" {sign}{} |", num(added, 0));
             }
             println!("{line}");
         }

@@ -9,7 +9,10 @@
 //! a broker: publisher → server process → subscriber, two wake-ups.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
+
+use bytes::BytesMut;
+use mphub_protocol::frame;
 
 /// Printed on stderr once listening, followed by the address (as the servers print theirs).
 pub const LISTENING: &str = "relay listening on ";
@@ -20,27 +23,21 @@ pub fn main() {
     eprintln!("{LISTENING}{}", listener.local_addr().unwrap());
     let (mut sub, _) = listener.accept().unwrap();
     sub.set_nodelay(true).unwrap();
-    let mut len = [0u8; 4];
-    sub.read_exact(&mut len).unwrap();
-    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-    sub.read_exact(&mut body).unwrap();
-    sub.write_all(&len).unwrap();
-    sub.write_all(&body).unwrap();
+    // The subscriber's one `$sub` frame, answered with a copy of itself.
+    let mut buf = BytesMut::with_capacity(1 << 10);
+    let sub_frame = loop {
+        if let Some(f) = frame::decode(&mut buf, 1 << 20).unwrap() {
+            break f;
+        }
+        let mut chunk = [0u8; 1 << 10];
+        match sub.read(&mut chunk).unwrap() {
+            0 => return,
+            n => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    sub.write_all(sub_frame.wire()).unwrap();
     let (mut publ, _) = listener.accept().unwrap();
     publ.set_nodelay(true).unwrap();
-    copy(&mut publ, &mut sub);
-}
-
-fn copy(from: &mut TcpStream, to: &mut TcpStream) {
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
-        }
-    }
+    // Ends at the publisher's EOF or the first error; `io::copy` retries interrupted calls.
+    let _ = std::io::copy(&mut publ, &mut sub);
 }

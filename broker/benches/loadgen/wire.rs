@@ -3,7 +3,8 @@
 //! their headers without decoding them.
 //!
 //! - mphub: CPython's frames (a 4-byte big-endian length, then the body) around protocol-4
-//!   pickles of `(topic, bytes)`, as `Connection.send` writes them; `$sub` is answered `$ok`.
+//!   pickles of `(topic, bytes)`, byte for byte as `Connection.send` writes them up to CPython
+//!   3.13 (3.14 writes protocol 5: one byte differs); `$sub` is answered `$ok`.
 //! - NATS: the text protocol (`PUB subject len`, `MSG subject sid len`, `SUB`, `UNSUB`,
 //!   `PING`/`PONG`), as the NATS documentation's "Client Protocol" page gives it. A subscriber
 //!   finds each `MSG` line's end and reads the length at its end, nothing more.
@@ -77,8 +78,9 @@ enum Second<'a> {
     Bytes(&'a [u8]),
 }
 
-/// `(first, second)` pickled byte for byte as `Connection.send` does at protocol 4 (CPython's
-/// `_pickle.c`; `pickletools.dis` of `pickle.dumps(("t", b"x"), 4)` shows it), then framed:
+/// `(first, second)` pickled byte for byte as `Connection.send` does at protocol 4, its default
+/// up to CPython 3.13 (`_pickle.c`; `pickletools.dis` of `pickle.dumps(("t", b"x"), 4)` shows
+/// it, and [`check_against_cpython`] holds this to CPython's bytes), then framed:
 /// PROTO 4, FRAME <u64 length of the rest>, SHORT_BINUNICODE first, MEMOIZE, the second item
 /// (SHORT_BINUNICODE, or SHORT_BINBYTES / BINBYTES), MEMOIZE, TUPLE2, MEMOIZE, STOP. Strings
 /// under 256 bytes and bytes under 64 KiB only (longer ones take other opcodes, or stand
@@ -110,6 +112,30 @@ fn pickled_pair(first: &str, second: Second<'_>) -> Vec<u8> {
     body.extend_from_slice(&(framed.len() as u64).to_le_bytes());
     body.extend_from_slice(&framed);
     frame::encode(&body).to_vec()
+}
+
+/// What CPython 3.11's `pickle.dumps(obj, 4)` (which is what `ForkingPickler.dumps`, and so
+/// `Connection.send`, writes up to CPython 3.13) gives for `("lat.t", bytes(range(64)))`,
+/// `("$sub", "lat.t")`, and the head and tail around the payload of `("t", b"\x07" * 300)`.
+const CPYTHON: [&[u8]; 4] = [
+    b"\x80\x04\x95N\x00\x00\x00\x00\x00\x00\x00\x8c\x05lat.t\x94C@\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f !\x22#$%&'()*+,-./0123456789:;<=>?\x94\x86\x94.",
+    b"\x80\x04\x95\x12\x00\x00\x00\x00\x00\x00\x00\x8c\x04$sub\x94\x8c\x05lat.t\x94\x86\x94.",
+    b"\x80\x04\x959\x01\x00\x00\x00\x00\x00\x00\x8c\x01t\x94B,\x01\x00\x00",
+    b"\x94\x86\x94.",
+];
+
+/// Panics unless [`pickled_pair`] writes [`CPYTHON`]'s bytes exactly (run at start-up, so that
+/// no benchmark runs on frames a stock client would not send).
+pub fn check_against_cpython() {
+    let body = |framed: Vec<u8>| framed[4..].to_vec();
+    let payload: Vec<u8> = (0..64).collect();
+    assert_eq!(
+        body(pickled_pair("lat.t", Second::Bytes(&payload))),
+        CPYTHON[0]
+    );
+    assert_eq!(body(control("$sub", "lat.t")), CPYTHON[1]);
+    let long = [CPYTHON[2], &[7u8; 300], CPYTHON[3]].concat();
+    assert_eq!(body(pickled_pair("t", Second::Bytes(&[7u8; 300]))), long);
 }
 
 /// What one unit read off the wire was.
