@@ -70,7 +70,7 @@ def broker_level():
         "measurement, runs interleaved. No client library is measured: these are the brokers' "
         "own ratios. CPU is the server's utime + stime per delivered message. A further mphub "
         "column, when there is one, is another mphub binary measured in the same runs "
-        "(`make loadgen-compare ARGS=\"--baseline before=BIN\"`); docs/performance.md says "
+        "(`make loadgen-compare ARGS=\"--baseline before=BIN\"`); docs/against-nats.md says "
         "which build it was. The second table sends the latency run's clients through a plain "
         "relay instead (one process copying the publisher's bytes to the subscriber, measured "
         "in the same rotation): the floor this machine's loopback and wake-ups set, and what "
