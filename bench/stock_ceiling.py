@@ -82,15 +82,14 @@ def stock_costs(n):
 
 def mphub_run(fanout, n, transport):
     """(delivered/s, broker CPU s per delivery, all CPU s per delivery) through the broker."""
-    if transport == "unix":
-        listen = f"unix:{tempfile.mkdtemp(prefix='mphub-bench-')}/mphub.sock"
-    else:
-        listen = "127.0.0.1:0"
-    server = mphub_stock.start(listen=listen)
-    try:
-        r = throughput(mphub_stock, "mphub_stock", server, fanout, PAYLOAD, n)
-    finally:
-        server.stop()
+    # The socket's directory goes when the run ends (for TCP it holds nothing).
+    with tempfile.TemporaryDirectory(prefix="mphub-bench-") as scratch:
+        listen = f"unix:{scratch}/mphub.sock" if transport == "unix" else "127.0.0.1:0"
+        server = mphub_stock.start(listen=listen)
+        try:
+            r = throughput(mphub_stock, "mphub_stock", server, fanout, PAYLOAD, n)
+        finally:
+            server.stop()
     if r["loss"]:
         raise RuntimeError(f"mphub lost {r['loss']} messages")
     total = r["cpu"] + r["pub_cpu"] + r["sub_cpu"]
